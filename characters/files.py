@@ -1,0 +1,88 @@
+"""Where user files live and how they are written.
+
+Every file a user creates goes under the data folder (``user_data/`` or
+``SIMULACRA_DATA_DIR``). Names typed by users never become paths as they are: they are
+turned into safe slugs, and every resolved path is checked to stay inside its folder.
+Writes go to a temporary file that is renamed over the target, so a crash or a full
+disk leaves the old file, never half a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+MAX_NAME_CHARS = 80
+
+# Names Windows refuses as file names; a Space may be cloned onto Windows.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+class UnsafePathError(ValueError):
+    """A name or path that would leave its folder or cannot be a file name."""
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """The folder for everything users create."""
+    root = override or os.environ.get("SIMULACRA_DATA_DIR") or "user_data"
+    return Path(root).expanduser().resolve()
+
+
+def slugify(name: str) -> str:
+    """A file-system-safe form of a user's name: ``"Ludwig van Beethoven"`` → ``ludwig-van-beethoven``."""
+    if not isinstance(name, str):
+        raise UnsafePathError("a name must be text")
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_").lower()
+    text = text[:MAX_NAME_CHARS].strip("-_")
+    if not text:
+        raise UnsafePathError(f"the name {name[:40]!r} has no letters or digits to make a file name from")
+    if text in _RESERVED:
+        text = f"{text}-"
+    return text
+
+
+def inside(folder: str | os.PathLike, *parts: str) -> Path:
+    """``folder/parts…`` resolved, refusing anything that ends outside ``folder``."""
+    base = Path(folder).resolve()
+    for part in parts:
+        if not isinstance(part, str) or not part or "\x00" in part:
+            raise UnsafePathError(f"invalid path part {part!r}")
+    target = base.joinpath(*parts).resolve()
+    if target != base and base not in target.parents:
+        raise UnsafePathError(f"{'/'.join(parts)!r} points outside {base.name}/")
+    return target
+
+
+def safe_child(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
+    """The path for a user's ``name`` in ``folder``: slugified, then checked to stay inside."""
+    return inside(folder, slugify(name) + suffix)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value) -> Path:
+    return atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")

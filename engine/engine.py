@@ -1,0 +1,282 @@
+"""The model behind every tab: one base model, loaded once, shared by all sessions.
+
+``Engine.stream`` renders chat messages with the model's own chat template and yields
+text pieces as they are decoded. The decode loop is our own (a forward per token over a
+KV cache) rather than ``model.generate``, for three reasons: it stops within one token
+when asked, it reuses the KV cache of earlier turns (see ``prefix_cache``), and it lets
+several sessions interleave token by token on one shared model, each with its own LoRA
+adapter, under a lock held for a single forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    DynamicCache,
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from characters.files import UnsafePathError, inside
+from engine.model_source import model_cache_dir, resolve_model
+from engine.options import EngineOptions, SamplingOptions
+from engine.prefix_cache import PrefixCache
+
+log = logging.getLogger(__name__)
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+class PromptTooLong(ValueError):
+    """The system prompt alone does not fit the context budget."""
+
+
+class AdapterError(ValueError):
+    """An adapter name that is unknown, unsafe or does not fit the base model."""
+
+
+def quantization_config(precision: str, on_cuda: bool) -> BitsAndBytesConfig | None:
+    if precision == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            # bf16 compute is fast on GPUs; CPUs without AMX are faster in fp32.
+            bnb_4bit_compute_dtype=torch.bfloat16 if on_cuda else torch.float32,
+            bnb_4bit_use_double_quant=on_cuda,
+        )
+    if precision == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+class Engine:
+    def __init__(self, options: EngineOptions | None = None, adapters_dir: str | Path | None = None,
+                 cache_dir: str | Path | None = None):
+        self.options = options or EngineOptions()
+        self.adapters_dir = Path(adapters_dir).resolve() if adapters_dir else None
+        on_cuda = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
+        self.device = torch.device("cuda" if on_cuda else "cpu")
+        started = time.perf_counter()
+        self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else model_cache_dir())
+        trust = self.options.trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source, trust_remote_code=trust)
+        precision = self.options.precision
+        kwargs: dict = {"trust_remote_code": trust, "device_map": {"": self.device.type}}
+        quant = quantization_config(precision, on_cuda)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+        else:
+            kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(self.source, **kwargs).eval()
+        self.base_model = self.model
+        self.load_seconds = time.perf_counter() - started
+        self.eos_ids = self._eos_ids()
+        self.prefix_cache = PrefixCache(self.options.prefix_cache_entries)
+        self._lock = threading.Lock()  # one forward pass at a time on the shared model
+        self._adapters: dict[str, Path] = {}
+        self._active_adapter: str | None = None
+        log.info("Loaded %s in %s on %s in %.1fs", self.source, precision, self.device, self.load_seconds)
+
+    # ---- facts about the model -------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).name if Path(self.source).exists() else self.source
+
+    def memory_bytes(self) -> int:
+        return self.base_model.get_memory_footprint()
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        for value in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(value)
+        return ids
+
+    # ---- prompts -----------------------------------------------------------------------
+
+    def encode(self, messages: list[Message], continue_last: bool = False) -> list[int]:
+        """Token ids of ``messages`` through the chat template, ready for the reply.
+
+        ``continue_last`` leaves the last (assistant) message open so the model goes on with it.
+        """
+        clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+        ids = self.tokenizer.apply_chat_template(
+            clean,
+            add_generation_prompt=not continue_last,
+            continue_final_message=continue_last,
+            tokenize=True,
+            return_dict=False,
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def fit(self, messages: list[Message], max_new_tokens: int, continue_last: bool = False) -> list[int]:
+        """Encode, dropping the oldest turns (never the system prompt) until prompt + reply fit the budget."""
+        budget = self.options.max_context_tokens - max_new_tokens
+        messages = list(messages)
+        while True:
+            ids = self.encode(messages, continue_last)
+            if len(ids) <= budget:
+                return ids
+            first = 1 if messages and messages[0]["role"] == "system" else 0
+            if len(messages) - first <= 1:
+                raise PromptTooLong(
+                    f"The prompt is {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
+                    f"{self.options.max_context_tokens}-token budget. Shorten the character or the message."
+                )
+            del messages[first]
+
+    # ---- adapters ----------------------------------------------------------------------
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Register an adapter folder under ``name`` (trusted callers: training, tests)."""
+        path = Path(path).resolve()
+        if not (path / "adapter_config.json").is_file():
+            raise AdapterError(f"{path} holds no adapter_config.json")
+        if not (path / "adapter_model.safetensors").is_file():
+            raise AdapterError(f"{path} holds no adapter_model.safetensors (only safetensors adapters are loaded)")
+        self._adapters[name] = path
+
+    def available_adapters(self) -> list[str]:
+        """Names of adapters known to the engine or found in the adapters folder."""
+        names = set(self._adapters)
+        if self.adapters_dir and self.adapters_dir.is_dir():
+            for config in self.adapters_dir.glob("*/adapter/adapter_config.json"):
+                names.add(config.parent.parent.name)
+        return sorted(names)
+
+    def _adapter_path(self, name: str) -> Path:
+        if name in self._adapters:
+            return self._adapters[name]
+        if not self.adapters_dir:
+            raise AdapterError(f"unknown adapter {name!r}")
+        try:
+            path = inside(self.adapters_dir, name, "adapter")
+        except UnsafePathError as err:
+            raise AdapterError(f"invalid adapter name {name!r}: {err}") from None
+        if path.is_dir():
+            self.add_adapter(name, path)
+        if name not in self._adapters:
+            raise AdapterError(f"unknown adapter {name!r}; available: {', '.join(self.available_adapters()) or 'none'}")
+        return self._adapters[name]
+
+    def _ensure_loaded(self, name: str) -> None:
+        """Load an adapter into the shared PEFT model (once); called with the lock held."""
+        if isinstance(self.model, PeftModel) and name in self.model.peft_config:
+            return
+        path = self._adapter_path(name)
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.base_model, str(path), adapter_name=name,
+                                                       is_trainable=False).eval()
+                self._active_adapter = name
+        except Exception as err:  # a wrong base model or a broken file: say which adapter
+            raise AdapterError(f"adapter {name!r} could not be loaded: {err}") from err
+
+    def check_adapter(self, name: str | None) -> None:
+        """Raise ``AdapterError`` now (before streaming) if ``name`` cannot be used."""
+        if name:
+            with self._lock:
+                self._ensure_loaded(name)
+
+    def _forward(self, ids: list[int], cache, adapter: str | None):
+        """One forward pass with ``adapter`` active; the lock makes the adapter choice per request."""
+        input_ids = torch.tensor([ids], device=self.device)
+        with self._lock, torch.inference_mode():
+            if adapter:
+                self._ensure_loaded(adapter)
+                if self._active_adapter != adapter:
+                    self.model.set_adapter(adapter)
+                    self._active_adapter = adapter
+                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            elif isinstance(self.model, PeftModel):
+                with self.model.disable_adapter():
+                    out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            else:
+                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].float(), out.past_key_values
+
+    # ---- generation --------------------------------------------------------------------
+
+    def stream(self, messages: list[Message], sampling: SamplingOptions | None = None,
+               adapter: str | None = None, stop: threading.Event | None = None,
+               continue_last: bool = False) -> Iterator[str]:
+        """Yield the reply to ``messages`` piece by piece.
+
+        ``stop`` (a ``threading.Event``) ends generation before the next token.
+        """
+        sampling = sampling or SamplingOptions()
+        adapter = adapter or None
+        prompt = self.fit(messages, sampling.max_new_tokens, continue_last)
+        self.check_adapter(adapter)
+        return self._decode(prompt, sampling, adapter, stop)
+
+    def _decode(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
+                stop: threading.Event | None) -> Iterator[str]:
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        generator = torch.Generator().manual_seed(seed)
+        processors = LogitsProcessorList()
+        if sampling.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+        greedy = sampling.temperature == 0
+        if not greedy:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+
+        cache, reused = self.prefix_cache.take(adapter, prompt)
+        cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
+        fed = list(prompt[:reused])  # exactly what the cache holds
+        pending = prompt[reused:]
+        context = torch.tensor([prompt], dtype=torch.long)
+        generated: list[int] = []
+        emitted = ""
+        try:
+            for _ in range(sampling.max_new_tokens):
+                if stop is not None and stop.is_set():
+                    break
+                logits, cache = self._forward(pending, cache, adapter)
+                fed.extend(pending)
+                scores = processors(context, logits[None].cpu())
+                if greedy:
+                    token = int(scores.argmax(-1))
+                else:
+                    probs = torch.softmax(scores, dim=-1)
+                    token = int(torch.multinomial(probs, 1, generator=generator))
+                if token in self.eos_ids:
+                    break
+                generated.append(token)
+                context = torch.cat([context, torch.tensor([[token]])], dim=1)
+                pending = [token]
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    continue
+                if len(text) > len(emitted):
+                    piece, emitted = text[len(emitted):], text
+                    yield piece
+        finally:
+            # Also runs when the consumer stops iterating (Gradio's Stop closes the generator).
+            self.prefix_cache.put(adapter, fed, cache)
+
+    def generate(self, messages: list[Message], sampling: SamplingOptions | None = None,
+                 adapter: str | None = None, stop: threading.Event | None = None) -> str:
+        return "".join(self.stream(messages, sampling, adapter, stop))

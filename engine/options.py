@@ -1,0 +1,78 @@
+"""Options of the engine and of sampling, as dataclasses.
+
+The same definitions serve the CLI (``HfArgumentParser``), JSON configs and the UI.
+Every value is checked on the server side: a slider in a browser can be bypassed
+through the HTTP API.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+PRECISIONS = ("4bit", "8bit", "bf16", "fp32")
+
+
+@dataclass
+class EngineOptions:
+    model: str = field(
+        default="",
+        metadata={"help": "Hub id or local folder; empty means the embedded SmolLM2-135M-Instruct "
+                          "(or SIMULACRA_MODEL when set)."},
+    )
+    precision: str = field(default="4bit", metadata={"help": "4bit (NF4, default), 8bit, bf16 or fp32.",
+                                                       "choices": PRECISIONS})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu or cuda."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub model. Off by default."})
+    max_context_tokens: int = field(default=4096, metadata={"help": "Prompt + reply budget; older turns are dropped past it."})
+    prefix_cache_entries: int = field(default=16, metadata={"help": "KV caches of recent conversations kept for reuse."})
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if not 256 <= int(self.max_context_tokens) <= 131072:
+            raise ValueError("max_context_tokens must be between 256 and 131072")
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = field(default=0.7, metadata={"help": "0 means greedy decoding.", "range": (0.0, 2.0)})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass.", "range": (0.05, 1.0)})
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest reply in tokens.", "range": (1, 2048)})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "1.0 means none.", "range": (1.0, 2.0)})
+    seed: int | None = field(default=None, metadata={"help": "Fixes the sampling; empty means random.",
+                                                      "range": (0, 2**31 - 1)})
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "seed":
+                continue
+            kind = int if f.name in ("max_new_tokens", "seed") else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{f.name} must be a number, not {value!r}")
+            if kind is int and float(value) != int(value):
+                raise ValueError(f"{f.name} must be a whole number, not {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{f.name} must be finite, not {value!r}")
+            low, high = f.metadata["range"]
+            if not low <= value <= high:
+                raise ValueError(f"{f.name} must be between {low} and {high}, not {value!r}")
+            setattr(self, f.name, kind(value))
+
+    @classmethod
+    def from_values(cls, **values) -> "SamplingOptions":
+        """From loose UI/API values: empty strings and None fall back to the defaults."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
+        clean = {k: v for k, v in values.items() if v is not None and v != ""}
+        if "seed" in clean and isinstance(clean["seed"], (int, float)) and clean["seed"] < 0:
+            clean.pop("seed")  # the UI uses -1 for "random"
+        return cls(**clean)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
