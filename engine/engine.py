@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from characters.files import UnsafePathError, inside
+from engine.bnb_cpu import unpack_cpu_4bit
 from engine.model_source import model_cache_dir, resolve_model
 from engine.options import EngineOptions, SamplingOptions
 from engine.prefix_cache import PrefixCache
@@ -182,6 +183,7 @@ class Engine:
         if isinstance(self.model, PeftModel) and name in self.model.peft_config:
             return
         path = self._adapter_path(name)
+        unpack_cpu_4bit(self.base_model)  # no forward runs between this and PEFT's state_dict(): we hold the lock
         try:
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
@@ -219,19 +221,21 @@ class Engine:
 
     def stream(self, messages: list[Message], sampling: SamplingOptions | None = None,
                adapter: str | None = None, stop: threading.Event | None = None,
-               continue_last: bool = False) -> Iterator[str]:
+               continue_last: bool = False, stats: dict | None = None) -> Iterator[str]:
         """Yield the reply to ``messages`` piece by piece.
 
-        ``stop`` (a ``threading.Event``) ends generation before the next token.
+        ``stop`` (a ``threading.Event``) ends generation before the next token. ``stats``, if
+        given, is filled with prompt_tokens, reused_tokens, new_tokens, first_token_s and decode_s.
         """
         sampling = sampling or SamplingOptions()
         adapter = adapter or None
         prompt = self.fit(messages, sampling.max_new_tokens, continue_last)
         self.check_adapter(adapter)
-        return self._decode(prompt, sampling, adapter, stop)
+        return self._decode(prompt, sampling, adapter, stop, {} if stats is None else stats)
 
     def _decode(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
-                stop: threading.Event | None) -> Iterator[str]:
+                stop: threading.Event | None, stats: dict) -> Iterator[str]:
+        started = time.perf_counter()
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         generator = torch.Generator().manual_seed(seed)
         processors = LogitsProcessorList()
@@ -250,6 +254,7 @@ class Engine:
         context = torch.tensor([prompt], dtype=torch.long)
         generated: list[int] = []
         emitted = ""
+        stats.update(prompt_tokens=len(prompt), reused_tokens=reused, new_tokens=0, first_token_s=None, decode_s=0.0)
         try:
             for _ in range(sampling.max_new_tokens):
                 if stop is not None and stop.is_set():
@@ -265,6 +270,10 @@ class Engine:
                 if token in self.eos_ids:
                     break
                 generated.append(token)
+                now = time.perf_counter() - started
+                if stats["first_token_s"] is None:
+                    stats["first_token_s"] = now
+                stats["new_tokens"], stats["decode_s"] = len(generated), now - stats["first_token_s"]
                 context = torch.cat([context, torch.tensor([[token]])], dim=1)
                 pending = [token]
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)

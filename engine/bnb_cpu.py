@@ -1,0 +1,35 @@
+"""A work-around for bitsandbytes' CPU 4-bit packing (seen in bitsandbytes 0.50.2).
+
+On CPUs with AVX-512 BF16, ``Linear4bit`` repacks its weight on the first forward pass
+in eval mode into a layout for a faster kernel (about 2x faster decoding here), with
+``absmax`` transposed to bf16. ``state_dict()`` undoes the packing, but its inverse leaves
+``absmax`` transposed when the state is not nested, so the next forward repacks a
+scrambled scale table and the model outputs garbage. PEFT calls ``state_dict()`` when it
+loads an adapter, so before that we undo the packing ourselves, correctly. The next
+forward packs again.
+"""
+
+from __future__ import annotations
+
+import bitsandbytes as bnb
+import torch
+
+
+def unpack_cpu_4bit(model: torch.nn.Module) -> int:
+    """Return every packed ``Linear4bit`` of ``model`` to the standard layout; the count."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, bnb.nn.Linear4bit):
+            continue
+        state = module.weight.quant_state
+        if not getattr(state, "packing_format_for_cpu", False):
+            continue
+        nested = state.original_nested
+        module.weight.data, state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
+        if not nested:
+            state.absmax = state.absmax.T.reshape(-1).float()
+        module.weight.quant_state = state
+        count += 1
+    return count

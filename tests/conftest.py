@@ -1,0 +1,43 @@
+"""Shared fixtures: the real embedded model, loaded once per test session, offline."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The converted model is kept between runs (git-ignored); user data goes to a temp folder per test.
+os.environ.setdefault("SIMULACRA_MODEL_CACHE", str(ROOT / "user_data" / "models"))
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "user_data"
+    monkeypatch.setenv("SIMULACRA_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    from engine import Engine
+
+    return Engine(adapters_dir=tmp_path_factory.mktemp("runs"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BEETHOVEN = [
+    {"role": "system", "content": "You are Ludwig van Beethoven, a composer born in Bonn in 1770."},
+    {"role": "user", "content": "Where were you born?"},
+]

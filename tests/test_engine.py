@@ -1,0 +1,145 @@
+"""The engine on the real embedded SmolLM2-135M-Instruct in 4-bit NF4."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from conftest import BEETHOVEN
+from engine import AdapterError, PromptTooLong, SamplingOptions
+from engine.model_source import EMBEDDED_NAME, embedded_gguf, model_cache_dir
+
+GREEDY = SamplingOptions(temperature=0, max_new_tokens=24)
+
+
+def test_embedded_model_is_found_and_converted_once(engine):
+    assert embedded_gguf().suffix == ".gguf"
+    folder = model_cache_dir() / EMBEDDED_NAME
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert engine.source == str(folder)
+
+
+def test_loads_in_4bit_nf4(engine):
+    import bitsandbytes as bnb
+
+    linears = [m for m in engine.base_model.modules() if isinstance(m, torch.nn.Linear)]
+    four_bit = [m for m in linears if isinstance(m, bnb.nn.Linear4bit)]
+    assert four_bit and len(four_bit) >= 7 * engine.base_model.config.num_hidden_layers
+    assert four_bit[0].weight.quant_state.quant_type == "nf4"
+    assert engine.memory_bytes() < 200e6
+
+
+def test_streams_several_pieces(engine):
+    pieces = list(engine.stream(BEETHOVEN, GREEDY))
+    assert len(pieces) >= 5
+    assert "".join(pieces).strip()
+
+
+def test_stop_ends_within_one_token(engine):
+    stop = threading.Event()
+    pieces = []
+    for piece in engine.stream(BEETHOVEN, SamplingOptions(temperature=0, max_new_tokens=200), stop=stop):
+        pieces.append(piece)
+        if len(pieces) == 3:
+            stop.set()
+    assert len(pieces) == 3
+
+
+def test_seed_makes_sampling_reproducible(engine):
+    opts = SamplingOptions(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=7)
+    assert engine.generate(BEETHOVEN, opts) == engine.generate(BEETHOVEN, opts)
+
+
+def test_follow_up_reuses_the_kv_cache_and_gives_the_same_answer(engine):
+    first = engine.generate(BEETHOVEN, GREEDY)
+    follow = BEETHOVEN + [{"role": "assistant", "content": first}, {"role": "user", "content": "And your music?"}]
+    ids = engine.encode(follow)
+    cache, reused = engine.prefix_cache.take(None, ids)
+    assert reused > len(engine.encode(BEETHOVEN[:1]))  # at least the system prompt is reused
+    engine.prefix_cache.put(None, ids[:reused], cache)
+    with_cache = engine.generate(follow, GREEDY)
+    engine.prefix_cache.clear()
+    assert engine.generate(follow, GREEDY) == with_cache
+
+
+def test_history_is_trimmed_to_the_budget_and_a_huge_system_prompt_is_refused(engine):
+    long_turns = [{"role": "user", "content": "word " * 900}, {"role": "assistant", "content": "ok"}] * 4
+    ids = engine.fit([BEETHOVEN[0], *long_turns, BEETHOVEN[1]], max_new_tokens=64)
+    assert len(ids) <= engine.options.max_context_tokens - 64
+    with pytest.raises(PromptTooLong):
+        engine.fit([{"role": "system", "content": "word " * 6000}, BEETHOVEN[1]], max_new_tokens=64)
+
+
+@pytest.mark.parametrize("values", [
+    {"temperature": -1}, {"temperature": float("nan")}, {"top_p": 0}, {"max_new_tokens": 0},
+    {"max_new_tokens": 10**6}, {"max_new_tokens": 2.5}, {"repetition_penalty": "x"}, {"seed": True}, {"bogus": 1},
+])
+def test_invalid_sampling_values_are_refused(values):
+    with pytest.raises(ValueError):
+        SamplingOptions.from_values(**values)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(engine):
+    """A freshly initialised LoRA with non-zero B (so it changes the output), saved as safetensors."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(engine.source, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    folder = engine.adapters_dir / "random-lora" / "adapter"  # where a training run puts its adapter
+    lora.save_pretrained(folder)
+    assert (folder / "adapter_model.safetensors").is_file()
+    return folder
+
+
+def fresh(engine, messages, adapter=None):
+    """Greedy output without KV reuse: a reused prefix is numerically close, not bit-equal."""
+    engine.prefix_cache.clear()
+    return engine.generate(messages, GREEDY, adapter=adapter)
+
+
+def test_adapter_changes_output_and_none_restores_it(engine, adapter_dir):
+    assert "random-lora" in engine.available_adapters()  # found by name in the runs folder
+    before = fresh(engine, BEETHOVEN)
+    with_adapter = fresh(engine, BEETHOVEN, "random-lora")
+    assert with_adapter != before
+    assert fresh(engine, BEETHOVEN) == before
+    assert fresh(engine, BEETHOVEN, "random-lora") == with_adapter
+
+
+@pytest.mark.parametrize("name", ["../etc", "/etc/passwd", "nope", "..", "a/../../b"])
+def test_unknown_or_unsafe_adapter_names_are_refused(engine, name):
+    with pytest.raises(AdapterError):
+        engine.stream(BEETHOVEN, GREEDY, adapter=name)
+
+
+def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine, adapter_dir):
+    socrates = [{"role": "system", "content": "You are Socrates of Athens."},
+                {"role": "user", "content": "What is virtue?"}]
+    jobs = [(BEETHOVEN, None), (socrates, "random-lora"), (socrates, None), (BEETHOVEN, "random-lora")]
+    expected = [fresh(engine, messages, adapter) for messages, adapter in jobs]
+    assert len(set(expected)) == 4
+    engine.prefix_cache.clear()  # every job below then reads its whole prompt, as above
+    results: list = [None] * len(jobs)
+    stopped = threading.Event()
+    stopped.set()
+
+    def run(i):
+        results[i] = engine.generate(jobs[i][0], GREEDY, adapter=jobs[i][1])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    threads.append(threading.Thread(target=lambda: results.append(
+        engine.generate([BEETHOVEN[0], socrates[1]], GREEDY, stop=stopped))))  # a stopped request beside them stops only itself
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results[:4] == expected
+    assert results[4] == ""
