@@ -50,11 +50,11 @@ def peak_rss_mb() -> float:
 # ---- children: one measurement per process ----------------------------------------------
 
 def child_cold(cache_dir: str) -> dict:
-    """From the start of the process (imports included) to the first streamed token."""
+    """From the start of the process (imports included) to the first streamed token of a short chat."""
     from engine import Engine, EngineOptions, SamplingOptions
 
     engine = Engine(EngineOptions(), cache_dir=cache_dir)
-    next(engine.stream(FIRST, SamplingOptions(temperature=0, max_new_tokens=4)))
+    next(engine.stream([{"role": "user", "content": "Hello!"}], SamplingOptions(temperature=0, max_new_tokens=4)))
     return {"seconds_to_first_token": time.perf_counter() - START, "load_s": engine.load_seconds}
 
 
@@ -173,7 +173,7 @@ def main() -> None:
 
 def table(results: dict) -> str:
     lines = [
-        f"Cold start to first token: first run (with GGUF conversion) {results['cold_start_first_run_s']:.1f} s, "
+        f"Cold start to first token (process start, short chat): first run (with GGUF conversion) {results['cold_start_first_run_s']:.1f} s, "
         f"from cache {results['cold_start_from_cache_s']:.1f} s (median of {results['repeats']})",
         "",
         "| variant | prompt tok | TTFT 1st turn (s) | TTFT follow-up (s) | decode tok/s | × baseline | model MB | peak RSS MB |",

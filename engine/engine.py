@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -178,14 +177,20 @@ class Engine:
             raise AdapterError(f"unknown adapter {name!r}; available: {', '.join(self.available_adapters()) or 'none'}")
         return self._adapters[name]
 
+    @property
+    def has_adapters(self) -> bool:
+        return self.model is not self.base_model
+
     def _ensure_loaded(self, name: str) -> None:
         """Load an adapter into the shared PEFT model (once); called with the lock held."""
-        if isinstance(self.model, PeftModel) and name in self.model.peft_config:
+        from peft import PeftModel  # imported on first use: it adds seconds to every start
+
+        if self.has_adapters and name in self.model.peft_config:
             return
         path = self._adapter_path(name)
         unpack_cpu_4bit(self.base_model)  # no forward runs between this and PEFT's state_dict(): we hold the lock
         try:
-            if isinstance(self.model, PeftModel):
+            if self.has_adapters:
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
             else:
                 self.model = PeftModel.from_pretrained(self.base_model, str(path), adapter_name=name,
@@ -210,7 +215,7 @@ class Engine:
                     self.model.set_adapter(adapter)
                     self._active_adapter = adapter
                 out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            elif isinstance(self.model, PeftModel):
+            elif self.has_adapters:
                 with self.model.disable_adapter():
                     out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             else:
@@ -287,5 +292,5 @@ class Engine:
             self.prefix_cache.put(adapter, fed, cache)
 
     def generate(self, messages: list[Message], sampling: SamplingOptions | None = None,
-                 adapter: str | None = None, stop: threading.Event | None = None) -> str:
-        return "".join(self.stream(messages, sampling, adapter, stop))
+                 adapter: str | None = None, stop: threading.Event | None = None, stats: dict | None = None) -> str:
+        return "".join(self.stream(messages, sampling, adapter, stop, stats=stats))
