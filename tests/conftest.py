@@ -41,3 +41,24 @@ BEETHOVEN = [
     {"role": "system", "content": "You are Ludwig van Beethoven, a composer born in Bonn in 1770."},
     {"role": "user", "content": "Where were you born?"},
 ]
+
+
+@pytest.fixture(scope="session")
+def app_url(engine, tmp_path_factory):
+    """The whole app in this process (sharing the test engine), on a free port, with its own data folder."""
+    from ui.app import build_app
+
+    folder = tmp_path_factory.mktemp("app_user_data")
+    previous = os.environ.get("SIMULACRA_DATA_DIR")
+    os.environ["SIMULACRA_DATA_DIR"] = str(folder)
+    try:
+        demo = build_app(engine)
+    finally:
+        if previous is None:
+            os.environ.pop("SIMULACRA_DATA_DIR")
+        else:
+            os.environ["SIMULACRA_DATA_DIR"] = previous
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    yield f"http://127.0.0.1:{port}/", folder
+    demo.close()

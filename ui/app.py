@@ -1,12 +1,13 @@
-"""The Gradio Blocks app: one tab a module."""
+"""The Gradio Blocks app: one tab a module, wired together here."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from engine import Engine
+from characters.chats import ChatStore
 from characters.store import CharacterStore
-from ui import characters_tab, chat_tab
+from engine import Engine
+from ui import characters_tab, chat_tab, scenes_tab
 
 # Chat streams interleave token by token on the shared model, so several may run at once;
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
@@ -14,26 +15,32 @@ CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
 
 PLANNED = {
-    "Scenes": "Place the character in a scene with a location, a mood and a conversation topic.",
     "Training": "Experience Reconstruction and QLoRA: generate the character's experiences, then train it.",
     "Interview": "Interview a character before and after training and compare the scores.",
 }
 
 
 def build_app(engine: Engine) -> gr.Blocks:
+    characters, chats = CharacterStore(), ChatStore()
     with gr.Blocks(title="Simulacra Studio") as demo:
         gr.Markdown("# Simulacra Studio\nBuild a character, place it in a scene, chat with it, then train it.")
-        with gr.Tabs():
-            with gr.Tab("Characters"):
-                characters = characters_tab.build(engine, CharacterStore)
-            with gr.Tab("Scenes"):
-                gr.Markdown(PLANNED["Scenes"])
-            with gr.Tab("Chat"):
-                chat_tab.build(engine)
+        scene_state = gr.State(None)  # a scene sent from the Scenes tab to the Chat tab
+        with gr.Tabs() as tabs:
+            with gr.Tab("Characters", id="characters"):
+                built = characters_tab.build(engine, characters)
+            with gr.Tab("Scenes", id="scenes"):
+                scenes = scenes_tab.build(engine, characters, scene_state)
+            with gr.Tab("Chat", id="chat"):
+                chat = chat_tab.build(engine, characters, chats, scene_state)
             for name in ("Training", "Interview"):
-                with gr.Tab(name):
+                with gr.Tab(name, id=name.lower()):
                     gr.Markdown(PLANNED[name])
-        on_load, inputs, outputs = characters["on_load"]
-        demo.load(on_load, inputs, outputs, api_visibility="private")
+        # The character chosen in the Characters tab follows into Scenes and Chat.
+        built["picker"].change(lambda name: (name, name), built["picker"], [scenes["character"], chat["character"]],
+                               api_visibility="private")
+        scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
+        for part in (built, scenes, chat):
+            fn, inputs, outputs = part["on_load"]
+            demo.load(fn, inputs, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
     return demo

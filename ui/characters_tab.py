@@ -135,10 +135,8 @@ class Form:
         ))
 
 
-def build(engine: Engine, store_factory) -> dict:
+def build(engine: Engine, store: CharacterStore) -> dict:
     """Build the tab; returns the components other tabs listen to."""
-    store: CharacterStore = store_factory()
-
     with gr.Row():
         picker = gr.Dropdown(store.names(), value="Ludwig van Beethoven", label="Character", scale=3,
                              info="Presets are read-only; saving a changed preset saves a copy.")

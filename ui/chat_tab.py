@@ -1,27 +1,28 @@
-"""The Chat tab: talk with the model under a system prompt, streamed, with Stop and Clear."""
+"""The Chat tab: a character in a scene, streamed replies, Stop, Regenerate, Undo, Edit, Continue,
+greetings to swipe, saved chats, and two characters talking to each other."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 
+from characters.chats import Chat, ChatStore
+from characters.files import slugify
+from characters.meta_prompt import DEFAULT_USER, replace_macros
+from characters.scenes import INTERVIEW, Scene, find_scene, scene_catalogue
+from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
-from engine.messages import clean_history, conversation
+from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history, conversation
+from engine.roleplay import stream_turn
 from ui.errors import shown
 
-SYSTEM_PROMPTS = {
-    "Ludwig van Beethoven": (
-        "I want you to act like Ludwig van Beethoven. I want you to respond and answer like Ludwig van "
-        "Beethoven, using the tone, manner and vocabulary Beethoven would use. You are a composer born in "
-        "Bonn in 1770, living in Vienna. You know nothing of the world after 1827."
-    ),
-    "Socrates": (
-        "I want you to act like Socrates of Athens. Answer as Socrates would, by asking questions in return, "
-        "with irony and patience. You know nothing of the world after 399 BC."
-    ),
-    "Helpful assistant": "You are a helpful assistant.",
-}
+NO_ADAPTER = "none (base model)"
+NOBODY = "nobody (chat with me)"
+MAX_PLAY_TURNS = 12
 
 
 def sampling_controls() -> list[gr.components.Component]:
@@ -41,48 +42,330 @@ def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed) 
                                        repetition_penalty=repetition_penalty, seed=seed)
 
 
-def build(engine: Engine) -> None:
-    def respond(message, history, system_prompt, *sampling_values):
-        sampling = sampling_from(*sampling_values)
-        messages = conversation(system_prompt, history, message)
-        shown_history = clean_history(history) + [{"role": "user", "content": message},
-                                                  {"role": "assistant", "content": ""}]
-        yield shown_history, ""
-        for piece in engine.stream(messages, sampling):
-            shown_history[-1]["content"] += piece
-            yield shown_history, ""
+def scene_from(value) -> Scene:
+    """A scene from a catalogue name, a JSON object (as text or dict), or empty for the interview setting."""
+    if value in (None, "", INTERVIEW.name):
+        return Scene(**INTERVIEW.to_dict())
+    if isinstance(value, dict):
+        return Scene.from_dict(value)
+    if not isinstance(value, str):
+        raise ValueError("scene must be a scene name or a scene object")
+    if value.lstrip().startswith("{"):
+        try:
+            return Scene.from_dict(json.loads(value))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"scene is not valid JSON: {err}") from None
+    return find_scene(value)
 
-    def chat(message: str, history: list[dict], system_prompt: str = "", temperature: float = 0.7,
-             max_new_tokens: int = 256, seed: int = -1) -> Iterator[str]:
-        """Stream the reply to `message` after `history` (openai-style messages) under `system_prompt`.
 
-        Each yielded value is the reply so far."""
-        sampling = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-        reply = ""
-        for piece in engine.stream(conversation(system_prompt, history, message), sampling):
-            reply += piece
-            yield reply
+def display(chat: Chat | None) -> list[dict]:
+    """The Chatbot's messages: in a two-character scene each line is signed by its speaker."""
+    if chat is None:
+        return []
+    two = bool(chat.other)
+    shown_messages = []
+    for m in chat.messages:
+        content = m["content"]
+        if two and m.get("name"):
+            content = f"**{m['name']}:** {content}"
+        shown_messages.append({"role": m["role"], "content": content})
+    return shown_messages
 
-    with gr.Row():
-        with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Conversation", height=460, buttons=["copy"])
-            with gr.Row():
-                message = gr.Textbox(placeholder="Say something…", show_label=False, scale=5, max_lines=6)
-                send = gr.Button("Send", variant="primary", scale=1)
-            with gr.Row():
-                stop = gr.Button("Stop", variant="stop")
-                clear = gr.Button("Clear")
-        with gr.Column(scale=2):
-            preset = gr.Dropdown(list(SYSTEM_PROMPTS), value=next(iter(SYSTEM_PROMPTS)), label="System prompt")
-            system_prompt = gr.Textbox(SYSTEM_PROMPTS[next(iter(SYSTEM_PROMPTS))], lines=8, label="System prompt text")
-            with gr.Accordion("Sampling", open=False):
-                sampling = sampling_controls()
-            gr.Markdown(f"Model: `{engine.name}` · {engine.options.precision} · {engine.device.type}")
 
-    preset.change(lambda name: SYSTEM_PROMPTS.get(name, ""), preset, system_prompt, api_name="system_prompt")
-    inputs = [message, chatbot, system_prompt, *sampling]
-    submitted = message.submit(shown(respond), inputs, [chatbot, message], api_name="respond")
-    clicked = send.click(shown(respond), inputs, [chatbot, message], api_visibility="private")
-    stop.click(None, cancels=[submitted, clicked], api_visibility="private")
-    clear.click(lambda: ([], ""), None, [chatbot, message], api_name="clear")
-    gr.api(shown(chat), api_name="chat", concurrency_limit=None)
+class ChatTab:
+    def __init__(self, engine: Engine, characters: CharacterStore, chats: ChatStore):
+        self.engine, self.characters, self.chats = engine, characters, chats
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def adapters(self) -> list[str]:
+        return [NO_ADAPTER, *self.engine.available_adapters()]
+
+    def adapter_of(self, choice) -> str | None:
+        if choice in (None, "", NO_ADAPTER):
+            return None
+        if not isinstance(choice, str):
+            raise ValueError("adapter must be a name")
+        return choice
+
+    def new_chat(self, character, scene, other, user, persona, greeting: int = 0) -> Chat:
+        char = self.characters.load(character)
+        other_name = "" if other in (None, "", NOBODY) else other
+        if other_name:
+            self.characters.load(other_name)
+            if other_name == character:
+                raise ValueError("choose two different characters for a two-character scene")
+        user = check_text(user or DEFAULT_USER, "your name", 100).strip() or DEFAULT_USER
+        persona = check_text(persona, "your persona", 2_000)
+        chat = Chat(character=char.name, scene=scene_from(scene).to_dict(), other=other_name, user=user,
+                    user_persona=persona)
+        greetings = char.greetings
+        if greetings:
+            text = replace_macros(greetings[greeting % len(greetings)], char.name, other_name or user)
+            chat.messages.append({"role": "assistant", "content": text, "name": char.name})
+        return chat
+
+    def reply(self, chat: Chat, speaker: str, sampling: SamplingOptions, adapter: str | None,
+              continue_last: bool = False) -> Iterator[Chat]:
+        """Stream ``speaker``'s turn into ``chat``; the chat is saved when the turn ends or is stopped."""
+        char = self.characters.load(speaker)
+        other_name = chat.other if speaker == chat.character else chat.character
+        other = self.characters.load(other_name) if chat.other else None
+        pieces = stream_turn(self.engine, char, Scene.from_dict(chat.scene), chat.messages, None, sampling, adapter,
+                             chat.user, chat.user_persona, other, continue_last=continue_last)
+        if not continue_last:
+            chat.messages.append({"role": "assistant", "content": "", "name": char.name})
+        try:
+            for piece in pieces:
+                chat.messages[-1]["content"] += piece
+                yield chat
+        finally:
+            self.chats.save(chat)
+
+    # ---- the UI -------------------------------------------------------------------------
+
+    def build(self, scene_state: gr.State):
+        names = self.characters.names()
+        with gr.Row():
+            character = gr.Dropdown(names, value="Ludwig van Beethoven", label="Character", scale=2)
+            scene = gr.Dropdown([s.name for s in scene_catalogue()], value=INTERVIEW.name, label="Scene", scale=2,
+                                allow_custom_value=True, info="Pick one here or build one in the Scenes tab.")
+            adapter = gr.Dropdown(self.adapters(), value=NO_ADAPTER, label="Adapter (trained character)", scale=1)
+        scene_view = gr.Markdown()
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Conversation", height=480, buttons=["copy"])
+                with gr.Row():
+                    message = gr.Textbox(placeholder="Say something in character…", show_label=False, scale=5,
+                                         max_lines=6, max_length=MAX_MESSAGE_CHARS)
+                    send = gr.Button("Send", variant="primary", scale=1)
+                with gr.Row():
+                    stop = gr.Button("Stop", variant="stop")
+                    regenerate = gr.Button("Regenerate")
+                    cont = gr.Button("Continue")
+                    undo = gr.Button("Undo")
+                    clear = gr.Button("Clear")
+                with gr.Row():
+                    prev_greeting = gr.Button("◀ Greeting", size="sm")
+                    next_greeting = gr.Button("Greeting ▶", size="sm")
+                with gr.Accordion("Edit the last message", open=False):
+                    edit_box = gr.Textbox(label="New text of the last message", lines=3)
+                    edit = gr.Button("Replace the last message")
+            with gr.Column(scale=2):
+                with gr.Accordion("You", open=True):
+                    user = gr.Textbox(DEFAULT_USER, label="Your name", max_length=100)
+                    persona = gr.Textbox(label="Your persona (who you are in the scene)", lines=2, max_length=2000)
+                with gr.Accordion("Two characters in a scene", open=False):
+                    other = gr.Dropdown([NOBODY, *names], value=NOBODY, label="Second character")
+                    turns = gr.Slider(1, MAX_PLAY_TURNS, value=4, step=1, label="Turns to play")
+                    play = gr.Button("Play N turns")
+                with gr.Accordion("Sampling", open=False):
+                    sampling = sampling_controls()
+                with gr.Accordion("Saved chats", open=False):
+                    saved = gr.Dropdown([], label="Reopen a chat of this character")
+                    with gr.Row():
+                        export = gr.Button("Export this chat")
+                        upload = gr.File(label="Import a chat (JSON)", file_types=[".json"], type="binary")
+                    download = gr.File(label="Download", interactive=False)
+                gr.Markdown(f"Model: `{self.engine.name}` · {self.engine.options.precision} · "
+                            f"{self.engine.device.type}")
+        chat_state = gr.State(None)
+        greeting_index = gr.State(0)
+        remembered = gr.BrowserState({}, storage_key="simulacra-chat")  # reopens this browser's chat on reload
+
+        setup = [character, scene, other, user, persona]
+
+        def scene_line(chat: Chat | None) -> str:
+            if chat is None:
+                return ""
+            s = Scene.from_dict(chat.scene)
+            bits = [f"**{s.name or 'Custom scene'}**", s.type, s.place_and_time,
+                    f"mood *{s.mood}*" if s.mood else "", f"topic *{s.topic}*" if s.topic else ""]
+            return " · ".join(b for b in bits if b)
+
+        def saved_choices(chat: Chat) -> gr.Dropdown:
+            choices = [(c.title, c.id) for c in self.chats.list(chat.character)]
+            return gr.Dropdown(choices=choices, value=chat.id if chat.id in [i for _, i in choices] else None)
+
+        def shown_chat(chat: Chat):
+            return chat, display(chat), scene_line(chat), saved_choices(chat), {"character": chat.character,
+                                                                                 "chat": chat.id}
+
+        outputs = [chat_state, chatbot, scene_view, saved, remembered]
+
+        def start(*values):
+            return shown_chat(self.new_chat(*values))
+
+        def start_from_scene_state(scene_value, *values):
+            return shown_chat(self.new_chat(values[0], scene_value, *values[1:]))
+
+        def swipe(chat: Chat, index: int, step: int, *values):
+            if chat is None or any(m["role"] == "user" for m in chat.messages) or len(chat.messages) > 1:
+                raise gr.Error("Greetings can be swiped only before the conversation starts.")
+            index += step
+            return (*shown_chat(self.new_chat(*values, greeting=index)), index)
+
+        def send_message(text, chat: Chat, adapter_choice, *sampling_values):
+            if chat is None:
+                raise gr.Error("Choose a character first.")
+            text = check_text(text, "message", MAX_MESSAGE_CHARS, allow_empty=False)
+            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
+            self.engine.check_adapter(adapter_name)
+            chat.adapter = adapter_name or ""
+            chat.messages.append({"role": "user", "content": text, "name": chat.user})
+            yield chat, display(chat), ""
+            for chat in self.reply(chat, chat.character, options, adapter_name):
+                yield chat, display(chat), ""
+
+        def regenerate_reply(chat: Chat, adapter_choice, *sampling_values):
+            if chat is None or not chat.messages or chat.messages[-1]["role"] != "assistant":
+                raise gr.Error("There is no reply to regenerate.")
+            speaker = chat.messages[-1]["name"] or chat.character
+            chat.messages.pop()
+            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
+            for chat in self.reply(chat, speaker, options, adapter_name):
+                yield chat, display(chat)
+
+        def continue_reply(chat: Chat, adapter_choice, *sampling_values):
+            if chat is None or not chat.messages or chat.messages[-1]["role"] != "assistant":
+                raise gr.Error("There is no reply to continue.")
+            speaker = chat.messages[-1]["name"] or chat.character
+            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
+            for chat in self.reply(chat, speaker, options, adapter_name, continue_last=True):
+                yield chat, display(chat)
+
+        def undo_last(chat: Chat):
+            if chat is None or not chat.messages:
+                raise gr.Error("Nothing to undo.")
+            last = chat.messages.pop()
+            if last["role"] == "assistant" and chat.messages and chat.messages[-1]["role"] == "user":
+                last = chat.messages.pop()  # undo the whole exchange; the message returns to the box
+            self.chats.save(chat)
+            return chat, display(chat), last["content"] if last["role"] == "user" else gr.update()
+
+        def edit_last(chat: Chat, text):
+            if chat is None or not chat.messages:
+                raise gr.Error("There is no message to edit.")
+            chat.messages[-1]["content"] = check_text(text, "the new text", MAX_MESSAGE_CHARS, allow_empty=False)
+            self.chats.save(chat)
+            return chat, display(chat), ""
+
+        def play_turns(chat: Chat, n, adapter_choice, *sampling_values):
+            if chat is None or not chat.other:
+                raise gr.Error("Choose a second character under 'Two characters in a scene' first.")
+            n = int(n) if isinstance(n, (int, float)) and 1 <= n <= MAX_PLAY_TURNS else None
+            if n is None:
+                raise gr.Error(f"Turns must be between 1 and {MAX_PLAY_TURNS}.")
+            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
+            for _ in range(n):
+                last = next((m["name"] for m in reversed(chat.messages) if m["role"] == "assistant"), chat.other)
+                speaker = chat.other if last == chat.character else chat.character
+                for chat in self.reply(chat, speaker, options, adapter_name):
+                    yield chat, display(chat)
+
+        def reopen(chat: Chat, chat_id):
+            if chat is None or not chat_id:
+                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            return shown_chat(self.chats.load(chat.character, chat_id))
+
+        def export_chat(chat: Chat):
+            if chat is None:
+                raise gr.Error("There is no chat to export.")
+            path = Path(tempfile.mkdtemp(prefix="chat-")) / f"{slugify(chat.character)}-{chat.id}.json"
+            path.write_text(json.dumps(chat.to_dict(), ensure_ascii=False, indent=2))
+            return str(path)
+
+        def import_chat(data):
+            if data is None:
+                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            chat = self.chats.import_bytes(data)
+            self.characters.load(chat.character)
+            return shown_chat(chat)
+
+        def restore(memory):
+            """On page load: this browser's last chat, else a new chat with Beethoven."""
+            names = self.characters.names()
+            if isinstance(memory, dict) and memory.get("chat") and memory.get("character") in names:
+                try:
+                    chat = self.chats.load(memory["character"], memory["chat"])
+                    return (gr.Dropdown(choices=names, value=chat.character),
+                            gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY),
+                            gr.Dropdown(choices=self.adapters()), *shown_chat(chat))
+                except (KeyError, ValueError, OSError):
+                    pass
+            chat = self.new_chat("Ludwig van Beethoven", INTERVIEW.name, NOBODY, DEFAULT_USER, "")
+            return (gr.Dropdown(choices=names), gr.Dropdown(choices=[NOBODY, *names]),
+                    gr.Dropdown(choices=self.adapters()), *shown_chat(chat))
+
+        for trigger in (character.input, scene.input, other.input):
+            trigger(shown(start), setup, outputs, api_visibility="private")
+        clear.click(shown(start), setup, outputs, api_name="new_chat")
+        scene_state.change(shown(start_from_scene_state), [scene_state, character, other, user, persona], outputs,
+                           api_visibility="private")
+        prev_greeting.click(shown(lambda c, i, *v: swipe(c, i, -1, *v)), [chat_state, greeting_index, *setup],
+                            [*outputs, greeting_index], api_visibility="private")
+        next_greeting.click(shown(lambda c, i, *v: swipe(c, i, 1, *v)), [chat_state, greeting_index, *setup],
+                            [*outputs, greeting_index], api_visibility="private")
+
+        generation = [adapter, *sampling]
+        streams = [
+            message.submit(shown(send_message), [message, chat_state, *generation], [chat_state, chatbot, message],
+                           api_name="send"),
+            send.click(shown(send_message), [message, chat_state, *generation], [chat_state, chatbot, message],
+                       api_visibility="private"),
+            regenerate.click(shown(regenerate_reply), [chat_state, *generation], [chat_state, chatbot],
+                             api_name="regenerate"),
+            cont.click(shown(continue_reply), [chat_state, *generation], [chat_state, chatbot], api_name="continue"),
+            play.click(shown(play_turns), [chat_state, turns, *generation], [chat_state, chatbot],
+                       api_name="play_turns"),
+        ]
+        stop.click(None, cancels=streams, api_visibility="private")
+        undo.click(shown(undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
+        edit.click(shown(edit_last), [chat_state, edit_box], [chat_state, chatbot, edit_box], api_name="edit_last")
+        saved.input(shown(reopen), [chat_state, saved], outputs, api_visibility="private")
+        export.click(shown(export_chat), chat_state, download, api_name="export_chat")
+        upload.upload(shown(import_chat), upload, outputs, api_name="import_chat")
+        self.build_api()
+        return {"character": character, "scene": scene, "adapter": adapter, "chatbot": chatbot,
+                "on_load": (restore, [remembered], [character, other, adapter, *outputs])}
+
+    def build_api(self):
+        def chat(message: str, history: list[dict], character: str = "", scene: str = "", system_prompt: str = "",
+                 adapter: str = "", user_name: str = DEFAULT_USER, temperature: float = 0.7,
+                 max_new_tokens: int = 256, seed: int = -1) -> Iterator[str]:
+            """Stream the reply of `character` (a preset or saved character) in `scene` (a catalogue name or
+            a scene as JSON; empty = the interview setting) to `message` after `history` (openai-style messages).
+            Without a character, `system_prompt` is used as it is. Each yielded value is the reply so far."""
+            options = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+            adapter_name = self.adapter_of(adapter)
+            if character:
+                char = self.characters.load(character)
+                past = [{**m, "name": char.name if m["role"] == "assistant" else user_name}
+                        for m in clean_history(history)]
+                check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
+                user = check_text(user_name, "user_name", 100).strip() or DEFAULT_USER
+                pieces = stream_turn(self.engine, char, scene_from(scene), past, message, options, adapter_name,
+                                     user)
+            else:
+                pieces = self.engine.stream(conversation(system_prompt, history, message), options, adapter_name)
+            reply = ""
+            for piece in pieces:
+                reply += piece
+                yield reply
+
+        def scenes() -> list[dict]:
+            """The scene catalogue (the first is Character-LLM's interview setting)."""
+            return [s.to_dict() for s in scene_catalogue()]
+
+        def adapters() -> list[str]:
+            """Names of the trained adapters the engine can load."""
+            return self.engine.available_adapters()
+
+        gr.api(shown(chat), api_name="chat", concurrency_limit=None)
+        gr.api(shown(scenes), api_name="scenes")
+        gr.api(shown(adapters), api_name="adapters")
+
+
+def build(engine: Engine, characters: CharacterStore, chats: ChatStore, scene_state: gr.State) -> dict:
+    return ChatTab(engine, characters, chats).build(scene_state)
+

@@ -1,0 +1,56 @@
+"""A character's turn in a scene: who says what to whom, rendered for the model and streamed.
+
+The chat history is a list of ``{"role", "content", "name"}``: ``user`` is the person at the
+keyboard, ``assistant`` any character. For the model, the speaking character's own lines
+become assistant turns and everyone else's become user turns, prefixed with the speaker's
+name when more than two take part.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from characters.meta_prompt import DEFAULT_USER, chat_messages
+from characters.scenes import Scene
+from characters.schema import Character
+from engine.engine import Engine
+from engine.options import SamplingOptions
+
+
+def model_history(history: list[dict], speaker: str, named: bool) -> list[dict]:
+    """``history`` from the point of view of ``speaker``: their lines are assistant turns."""
+    out = []
+    for message in history:
+        mine = message["role"] == "assistant" and message.get("name", speaker) == speaker
+        content = message["content"]
+        if not mine and named and message.get("name"):
+            content = f"{message['name']}: {content}"
+        role = "assistant" if mine else "user"
+        if out and out[-1]["role"] == role:  # chat templates expect turns to alternate
+            out[-1]["content"] += "\n" + content
+        else:
+            out.append({"role": role, "content": content})
+    return out
+
+
+def turn_messages(character: Character, scene: Scene | None, history: list[dict], message: str | None = None,
+                  user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None) -> list[dict]:
+    """The engine messages for ``character``'s next turn (after ``message`` from the user, if any)."""
+    new = [*history, {"role": "user", "content": message, "name": user}] if message is not None else history
+    return chat_messages(character, scene, model_history(new, character.name, named=other is not None), None,
+                         user, user_persona, other)
+
+
+def stream_turn(engine: Engine, character: Character, scene: Scene | None, history: list[dict],
+                message: str | None = None, sampling: SamplingOptions | None = None, adapter: str | None = None,
+                user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
+                stop: threading.Event | None = None, continue_last: bool = False) -> Iterator[str]:
+    """Stream ``character``'s reply. With ``continue_last`` the last assistant message is extended."""
+    messages = turn_messages(character, scene, history, message, user, user_persona, other)
+    if continue_last:
+        if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
+            messages.insert(len(messages) - 2, messages.pop())
+        if messages[-1]["role"] != "assistant":
+            raise ValueError("there is no reply of the character to continue")
+    return engine.stream(messages, sampling, adapter, stop, continue_last=continue_last)

@@ -1,0 +1,1 @@
+"""Experience Reconstruction → dataset → QLoRA runs."""
