@@ -38,6 +38,7 @@ from engine.prefix_cache import PrefixCache
 log = logging.getLogger(__name__)
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+PREFILL_CHUNK = 256  # prompt tokens per forward pass
 
 
 class PromptTooLong(ValueError):
@@ -110,15 +111,16 @@ class Engine:
 
     # ---- prompts -----------------------------------------------------------------------
 
-    def encode(self, messages: list[Message], continue_last: bool = False) -> list[int]:
+    def encode(self, messages: list[Message], continue_last: bool = False, reply: bool = True) -> list[int]:
         """Token ids of ``messages`` through the chat template, ready for the reply.
 
-        ``continue_last`` leaves the last (assistant) message open so the model goes on with it.
+        ``continue_last`` leaves the last (assistant) message open so the model goes on with it;
+        ``reply=False`` leaves out the generation prompt (a prefix of the next turn's prompt).
         """
         clean = [{"role": m["role"], "content": m["content"]} for m in messages]
         ids = self.tokenizer.apply_chat_template(
             clean,
-            add_generation_prompt=not continue_last,
+            add_generation_prompt=reply and not continue_last,
             continue_final_message=continue_last,
             tokenize=True,
             return_dict=False,
@@ -222,6 +224,25 @@ class Engine:
                 out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[0, -1].float(), out.past_key_values
 
+    def _read(self, ids: list[int], cache, adapter: str | None):
+        """Feed ``ids`` in chunks, so a long prompt lets other sessions' tokens through between chunks."""
+        for start in range(0, len(ids), PREFILL_CHUNK):
+            logits, cache = self._forward(ids[start:start + PREFILL_CHUNK], cache, adapter)
+        return logits, cache
+
+    def prefill(self, messages: list[Message], adapter: str | None = None) -> int:
+        """Read ``messages`` ahead into the prefix cache (e.g. a system prompt and greeting when a chat
+        opens), so that the first reply only reads the new message. Returns the tokens read."""
+        adapter = adapter or None
+        self.check_adapter(adapter)
+        ids = self.encode(messages, reply=False)[: self.options.max_context_tokens]
+        cache, reused = self.prefix_cache.take(adapter, ids)
+        cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
+        if reused < len(ids):
+            _, cache = self._read(ids[reused:], cache, adapter)
+        self.prefix_cache.put(adapter, ids, cache)
+        return len(ids) - reused
+
     # ---- generation --------------------------------------------------------------------
 
     def stream(self, messages: list[Message], sampling: SamplingOptions | None = None,
@@ -264,7 +285,7 @@ class Engine:
             for _ in range(sampling.max_new_tokens):
                 if stop is not None and stop.is_set():
                     break
-                logits, cache = self._forward(pending, cache, adapter)
+                logits, cache = self._read(pending, cache, adapter)
                 fed.extend(pending)
                 scores = processors(context, logits[None].cpu())
                 if greedy:

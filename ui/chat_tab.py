@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from characters.scenes import INTERVIEW, Scene, find_scene, scene_catalogue
 from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
 from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history, conversation
-from engine.roleplay import stream_turn
+from engine.roleplay import stream_turn, turn_messages
 from ui.errors import shown
 
 NO_ADAPTER = "none (base model)"
@@ -103,7 +104,15 @@ class ChatTab:
         if greetings:
             text = replace_macros(greetings[greeting % len(greetings)], char.name, other_name or user)
             chat.messages.append({"role": "assistant", "content": text, "name": char.name})
+        self.read_ahead(chat, char)
         return chat
+
+    def read_ahead(self, chat: Chat, char) -> None:
+        """Let the model read the system prompt and greeting while the visitor types the first message."""
+        other = self.characters.load(chat.other) if chat.other else None
+        messages = turn_messages(char, Scene.from_dict(chat.scene), chat.messages, None, chat.user,
+                                 chat.user_persona, other)
+        threading.Thread(target=self.engine.prefill, args=(messages,), daemon=True).start()
 
     def reply(self, chat: Chat, speaker: str, sampling: SamplingOptions, adapter: str | None,
               continue_last: bool = False) -> Iterator[Chat]:
