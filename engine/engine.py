@@ -207,27 +207,31 @@ class Engine:
             with self._lock:
                 self._ensure_loaded(name)
 
-    def _forward(self, ids: list[int], cache, adapter: str | None):
-        """One forward pass with ``adapter`` active; the lock makes the adapter choice per request."""
-        input_ids = torch.tensor([ids], device=self.device)
+    def _forward(self, input_ids: torch.Tensor, cache, adapter: str | None, **extra):
+        """One forward pass with ``adapter`` active; the lock makes the adapter choice per request.
+
+        Returns the last position's logits ``[batch, vocab]`` and the cache."""
+        input_ids = input_ids.to(self.device)
+        extra = {k: v.to(self.device) for k, v in extra.items()}
         with self._lock, torch.inference_mode():
             if adapter:
                 self._ensure_loaded(adapter)
                 if self._active_adapter != adapter:
                     self.model.set_adapter(adapter)
                     self._active_adapter = adapter
-                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
             elif self.has_adapters:
                 with self.model.disable_adapter():
-                    out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1,
+                                     **extra)
             else:
-                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1].float(), out.past_key_values
+                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+        return out.logits[:, -1].float().cpu(), out.past_key_values
 
     def _read(self, ids: list[int], cache, adapter: str | None):
         """Feed ``ids`` in chunks, so a long prompt lets other sessions' tokens through between chunks."""
         for start in range(0, len(ids), PREFILL_CHUNK):
-            logits, cache = self._forward(ids[start:start + PREFILL_CHUNK], cache, adapter)
+            logits, cache = self._forward(torch.tensor([ids[start:start + PREFILL_CHUNK]]), cache, adapter)
         return logits, cache
 
     def prefill(self, messages: list[Message], adapter: str | None = None) -> int:
@@ -259,9 +263,9 @@ class Engine:
         self.check_adapter(adapter)
         return self._decode(prompt, sampling, adapter, stop, {} if stats is None else stats)
 
-    def _decode(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
-                stop: threading.Event | None, stats: dict) -> Iterator[str]:
-        started = time.perf_counter()
+    @staticmethod
+    def _sampler(sampling: SamplingOptions):
+        """``pick(context [B, L], logits [B, V]) -> tokens [B]`` for these options, with its own seeded RNG."""
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         generator = torch.Generator().manual_seed(seed)
         processors = LogitsProcessorList()
@@ -272,6 +276,19 @@ class Engine:
             processors.append(TemperatureLogitsWarper(sampling.temperature))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
+
+        def pick(context: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            scores = processors(context, logits)
+            if greedy:
+                return scores.argmax(-1)
+            return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[:, 0]
+
+        return pick
+
+    def _decode(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
+                stop: threading.Event | None, stats: dict) -> Iterator[str]:
+        started = time.perf_counter()
+        pick = self._sampler(sampling)
 
         cache, reused = self.prefix_cache.take(adapter, prompt)
         cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
@@ -287,12 +304,7 @@ class Engine:
                     break
                 logits, cache = self._read(pending, cache, adapter)
                 fed.extend(pending)
-                scores = processors(context, logits[None].cpu())
-                if greedy:
-                    token = int(scores.argmax(-1))
-                else:
-                    probs = torch.softmax(scores, dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=generator))
+                token = int(pick(context, logits)[0])
                 if token in self.eos_ids:
                     break
                 generated.append(token)
@@ -315,3 +327,46 @@ class Engine:
     def generate(self, messages: list[Message], sampling: SamplingOptions | None = None,
                  adapter: str | None = None, stop: threading.Event | None = None, stats: dict | None = None) -> str:
         return "".join(self.stream(messages, sampling, adapter, stop, stats=stats))
+
+    def generate_batch(self, conversations: list[list[Message]], sampling: SamplingOptions | None = None,
+                       adapter: str | None = None, stop: threading.Event | None = None,
+                       stats: dict | None = None) -> list[str]:
+        """Replies to several conversations at once: one forward pass per token for the whole batch.
+
+        Prompts are padded on the left; each row's positions count only its real tokens. Several
+        rows share the per-token overhead, which dominates on a small model."""
+        if not conversations:
+            return []
+        sampling = sampling or SamplingOptions()
+        adapter = adapter or None
+        self.check_adapter(adapter)
+        started = time.perf_counter()
+        prompts = [self.fit(messages, sampling.max_new_tokens) for messages in conversations]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        width = max(map(len, prompts))
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.base_model.config)
+        pick = self._sampler(sampling)
+        context, done = input_ids, torch.zeros(len(prompts), dtype=torch.bool)
+        generated: list[list[int]] = [[] for _ in prompts]
+        eos = torch.tensor(sorted(self.eos_ids))
+        logits, cache = self._forward(input_ids, cache, adapter, attention_mask=mask, position_ids=positions)
+        for _ in range(sampling.max_new_tokens):
+            tokens = pick(context, logits)
+            tokens = torch.where(done, torch.tensor(pad), tokens)
+            done |= torch.isin(tokens, eos)
+            for row, token in enumerate(tokens.tolist()):
+                if not done[row]:
+                    generated[row].append(token)
+            if bool(done.all()) or (stop is not None and stop.is_set()):
+                break
+            context = torch.cat([context, tokens[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1)
+            positions = positions[:, -1:] + 1
+            logits, cache = self._forward(tokens[:, None], cache, adapter, attention_mask=mask, position_ids=positions)
+        if stats is not None:
+            stats.update(prompt_tokens=sum(map(len, prompts)), new_tokens=sum(map(len, generated)),
+                         seconds=time.perf_counter() - started)
+        return [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]

@@ -1,0 +1,304 @@
+"""Experience Reconstruction: parsers on messy outputs, drops, resume, dataset format, generators."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from characters.scenes import find_scene
+from characters.store import CharacterStore
+from engine import SamplingOptions
+from training.experiences import (ExperienceOptions, Stopped, build_dataset, era_end, experience_from,
+                                  fact_questions, grounded_interviews, load_examples, parse_dialogue, read_jsonl,
+                                  to_example, unknowable)
+from training.generators import GeneratorError, LocalGenerator, OpenAIGenerator
+
+OUTPUTS = Path(__file__).parent / "fixtures" / "outputs"
+
+
+@pytest.fixture
+def beethoven(data_dir):
+    return CharacterStore(data_dir).load("Ludwig van Beethoven")
+
+
+def output(name: str) -> str:
+    return (OUTPUTS / name).read_text()
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+def test_name_colon_format_with_short_names(beethoven):
+    turns = parse_dialogue(output("experience_colon.txt"), beethoven)
+    assert [(t["role"], t["action"]) for t in turns] == [
+        ("Ludwig van Beethoven", "(thinking)"), ("Ludwig van Beethoven", "(speaking)"), ("Wolanek", "(speaking)"),
+        ("Ludwig van Beethoven", "(speaking)"), ("Wolanek", "(speaking)"), ("Ludwig van Beethoven", "(thinking)")]
+    assert turns[3]["content"] == "Impossible? It is perfectly clear to anyone with eyes!"
+
+
+def test_name_on_its_own_line_with_markdown_and_quotes(beethoven):
+    turns = parse_dialogue(output("experience_own_line.txt"), beethoven)
+    assert [t["role"] for t in turns] == ["Ludwig van Beethoven", "Ludwig van Beethoven", "Michael Umlauf",
+                                          "Ludwig van Beethoven"]
+    assert turns[0] == {"role": "Ludwig van Beethoven", "action": "(thinking)", "content": "The hall is full tonight."}
+    assert turns[1]["content"].startswith("Umlauf, you must") and not turns[1]["content"].startswith('"')
+
+
+def test_missing_actions_are_speaking(beethoven):
+    turns = parse_dialogue(output("experience_no_actions.txt"), beethoven)
+    assert len(turns) == 4 and all(t["action"] == "(speaking)" for t in turns)
+    assert turns[1]["role"] == "Ludwig van Beethoven" and turns[0]["role"] == "Karl"
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("experience_too_short.txt", "too_few_turns"),
+    ("experience_silent_character.txt", "character_never_speaks"),
+    ("experience_garbage.txt", "no_turns"),
+])
+def test_unusable_outputs_are_dropped_with_their_reason(beethoven, name, reason):
+    experience, why = experience_from(output(name), beethoven, find_scene("Senate session"), "experience", "t", "x")
+    assert experience is None and why == reason
+
+
+def test_a_scene_without_background_is_dropped(beethoven):
+    scene = find_scene("Senate session")
+    scene.status = ""
+    assert experience_from(output("experience_colon.txt"), beethoven, scene, "experience", "t", "x") == \
+        (None, "no_background")
+
+
+def test_experience_schema(beethoven):
+    experience, _ = experience_from(output("experience_colon.txt"), beethoven, find_scene("Senate session"),
+                                    "experience", "local:model", "scene-0")
+    assert set(experience) >= {"setting", "location", "background", "source", "dialogue"}
+    assert experience["location"] == "The senate chamber - Morning" and experience["setting"] == ["Debate"]
+
+
+# ---- protective experiences and interviews ---------------------------------------------------
+
+def test_eras_and_what_each_character_cannot_know(data_dir):
+    assert era_end("1770–1827") == 1827 and era_end("69–30 BC") == -30 and era_end("died 71 BC") == -71
+    store = CharacterStore(data_dir)
+    beethoven = {a["thing"] for a in unknowable(store.load("Ludwig van Beethoven"))}
+    king = {a["thing"] for a in unknowable(store.load("Martin Luther King Jr."))}
+    assert "train" in beethoven and "train" not in king and "moon landing" in king and "television" not in king
+    assert {a["thing"] for a in unknowable(store.load("Marisol Vega"))} == {"AI language model"}
+
+
+def test_fact_questions_and_grounded_interviews(beethoven):
+    assert fact_questions("I was born in Bonn in December 1770.")[0] == "Where were you born?"
+    assert fact_questions("My father Johann van Beethoven was a tenor at the Bonn court.")[0] == \
+        "Who is your father?"
+    assert fact_questions("My mother was Maria Magdalena Keverich.")[:2] == ["Who is your mother?",
+                                                                             "Tell me about your mother."]
+    assert fact_questions("My sons are Lamprocles, Sophroniscus and Menexenus.")[0] == "Who are your sons?"
+    assert fact_questions("My capital is Alexandria.")[0] == "What is your capital?"
+    assert "Is it true that you moved to Vienna in 1792?" in fact_questions("I moved to Vienna in 1792.")
+    items = grounded_interviews(beethoven, 3, random.Random(0))
+    assert len(items) == sum(min(3, len(fact_questions(f))) for f in beethoven.sims.facts)
+    assert len(items) >= 2 * len(beethoven.sims.facts)
+    born = [i for i in items if i["dialogue"][0]["content"] == "Where were you born?"]
+    assert born and born[0]["dialogue"][1]["content"] == "I was born in Bonn in December 1770."
+
+
+def test_examples_are_chat_format_ready_for_masking(beethoven):
+    experience, _ = experience_from(output("experience_colon.txt"), beethoven, find_scene("Senate session"),
+                                    "experience", "t", "scene-0")
+    example = to_example(experience, beethoven)
+    roles = [m["role"] for m in example["messages"]]
+    assert roles[0] == "system" and roles[-1] == "assistant"
+    assert all(a != b for a, b in zip(roles, roles[1:]))  # turns alternate
+    assert "I want you to act like Ludwig van Beethoven" in example["messages"][0]["content"]
+    assert "Location: The senate chamber - Morning" in example["messages"][0]["content"]
+    first = example["messages"][1]["content"].splitlines()
+    assert first[0].startswith("(thinking) The copyist") and first[1].startswith("Wolanek!")
+
+
+# ---- the pipeline with scripted generators ---------------------------------------------------
+
+class ScriptedGenerator:
+    """Stands in for a model so that parsing, drops and resume can be checked exactly (the real model is
+    tested below); it answers by prompt kind and counts its calls."""
+
+    name = "scripted"
+    batch_size = 4
+
+    def __init__(self, stop_after: int | None = None, stop: threading.Event | None = None):
+        self.calls, self.prompts, self.experiences = 0, 0, 0
+        self.stop_after, self.stop = stop_after, stop
+
+    def complete(self, conversations, sampling, stop=None):
+        self.calls += 1
+        self.prompts += len(conversations)
+        if self.stop_after is not None and self.calls > self.stop_after:
+            self.stop.set()
+        replies = []
+        for messages in conversations:
+            prompt = messages[-1]["content"]
+            if "Imagine" in prompt:
+                replies.append(output("experience_garbage.txt") + "\nScene 1:\nType: Chat\nLocation: "
+                               "Bonn\nTime: Morning\nBackground: A lesson with Neefe.\nMood: Focused")
+            elif "cannot know" in prompt:
+                replies.append(output("protective_leaky.txt"))
+            else:
+                self.experiences += 1  # every third one is too short
+                replies.append(output("experience_too_short.txt") if self.experiences % 3 == 0 else
+                               output("experience_colon.txt"))
+        return replies
+
+
+def test_pipeline_counts_drops_and_writes_the_dataset(beethoven, data_dir):
+    options = ExperienceOptions(character=beethoven.name, scenes=6, protective=2, phrasings=2)
+    out = build_dataset(beethoven, ScriptedGenerator(), options, data_dir / "ds")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["by_kind"]["protective"] == 2 and stats["by_source"]["protective:template"] == 2
+    assert stats["drops_by_reason"]["knew_the_unknowable"] == 2
+    assert stats["drops_by_reason"]["too_few_turns"] >= 1
+    assert stats["by_kind"]["experience"] + stats["drops_by_reason"]["too_few_turns"] == 6
+    assert stats["by_kind"]["interview"] == 2 * len(beethoven.sims.facts)
+    examples = load_examples(out)
+    assert len(examples) == stats["examples"]
+    assert json.loads((out / "settings.json").read_text())["scenes"] == 6
+    from training.experiences import as_dataset
+    dataset = as_dataset(out)
+    assert {"messages", "kind", "source"} <= set(dataset.column_names) and len(dataset) == len(examples)
+
+
+def test_a_stopped_run_resumes_without_redoing_work(beethoven, data_dir):
+    options = ExperienceOptions(character=beethoven.name, scenes=8, protective=0, phrasings=1)
+    stop = threading.Event()
+    first = ScriptedGenerator(stop_after=2, stop=stop)
+    with pytest.raises(Stopped):
+        build_dataset(beethoven, first, options, data_dir / "ds", stop=stop)
+    written = read_jsonl(data_dir / "ds" / "experiences.jsonl") + read_jsonl(data_dir / "ds" / "drops.jsonl")
+    assert 0 < len(written) < 8
+    with (data_dir / "ds" / "experiences.jsonl").open("a") as handle:
+        handle.write('{"task": "scene-7", "cut short by a ki')  # a line cut by kill -9
+    with pytest.raises(FileExistsError):
+        build_dataset(beethoven, ScriptedGenerator(), options, data_dir / "ds")
+    second = ScriptedGenerator()
+    options.resume = True
+    out = build_dataset(beethoven, second, options, data_dir / "ds")
+    tasks = [r["task"] for r in read_jsonl(out / "experiences.jsonl") + read_jsonl(out / "drops.jsonl")]
+    assert sorted(tasks) == sorted(f"scene-{i}" for i in range(8))  # each scene once, none lost, none twice
+    assert second.prompts == 8 - len(written)
+
+
+def test_a_dataset_of_another_character_is_not_resumed(beethoven, data_dir):
+    options = ExperienceOptions(character=beethoven.name, scenes=1, protective=0, phrasings=0)
+    build_dataset(beethoven, ScriptedGenerator(), options, data_dir / "ds")
+    socrates = CharacterStore(data_dir).load("Socrates")
+    with pytest.raises(ValueError, match="dataset of"):
+        build_dataset(socrates, ScriptedGenerator(), ExperienceOptions(character="Socrates", resume=True),
+                      data_dir / "ds")
+
+
+@pytest.mark.parametrize("line, words", [("{not json", "line 2: not valid JSON"),
+                                         ('{"messages": "x"}', "line 2: 'messages'"),
+                                         ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant")])
+def test_a_broken_dataset_line_is_named(tmp_path, line, words):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    (tmp_path / "dataset.jsonl").write_text(json.dumps(good) + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=words):
+        load_examples(tmp_path)
+
+
+# ---- the OpenAI-compatible generator against a local server ----------------------------------
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """Speaks the /v1/chat/completions wire format; fails the first request of each prompt once."""
+
+    seen: dict = {}
+    in_flight = 0
+    max_in_flight = 0
+    lock = threading.Lock()
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        with cls.lock:
+            cls.in_flight += 1
+            cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+            key = body["messages"][-1]["content"]
+            cls.seen[key] = cls.seen.get(key, 0) + 1
+            first = cls.seen[key] == 1
+        time.sleep(0.05)
+        with cls.lock:
+            cls.in_flight -= 1
+        if self.path != "/v1/chat/completions" or self.headers.get("Authorization") != "Bearer sekret":
+            self.send_response(404)
+            self.end_headers()
+            return
+        if first:
+            self.send_response(503)
+            self.end_headers()
+            return
+        reply = {"choices": [{"message": {"role": "assistant", "content": f"echo: {key} ({body['model']})"}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_openai(monkeypatch):
+    FakeOpenAI.seen, FakeOpenAI.max_in_flight = {}, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TEST_KEY", "sekret")
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_openai_generator_retries_and_bounds_requests_in_flight(fake_openai):
+    generator = OpenAIGenerator(fake_openai, "big-model", api_key_env="TEST_KEY", max_in_flight=3, backoff_s=0.01)
+    prompts = [[{"role": "user", "content": f"prompt {i}"}] for i in range(9)]
+    replies = generator.complete(prompts, SamplingOptions(max_new_tokens=16))
+    assert replies == [f"echo: prompt {i} (big-model)" for i in range(9)]
+    assert 1 < FakeOpenAI.max_in_flight <= 3
+
+
+def test_openai_generator_gives_up_with_a_clear_error(fake_openai, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "wrong")
+    generator = OpenAIGenerator(fake_openai, "m", api_key_env="TEST_KEY", retries=1, backoff_s=0.01)
+    with pytest.raises(GeneratorError, match="HTTP 404"):
+        generator.complete([[{"role": "user", "content": "x"}]], SamplingOptions())
+
+
+# ---- the real model --------------------------------------------------------------------------
+
+def test_batched_generation_matches_one_at_a_time_in_fp32():
+    """Padding and positions of the batch are right when the numbers are exact (fp32)."""
+    from engine import Engine, EngineOptions
+
+    engine = Engine(EngineOptions(precision="fp32"))
+    conversations = [[{"role": "user", "content": "Name three fruits."}],
+                     [{"role": "system", "content": "You are Socrates of Athens, a philosopher."},
+                      {"role": "user", "content": "What is virtue? Answer in one sentence, my friend."}],
+                     [{"role": "user", "content": "Hi!"}]]
+    greedy = SamplingOptions(temperature=0, max_new_tokens=16)
+    single = [engine.generate(c, greedy) for c in conversations]
+    assert engine.generate_batch(conversations, greedy) == single
+
+
+def test_the_real_model_generates_a_small_dataset_end_to_end(engine, beethoven, data_dir):
+    options = ExperienceOptions(character=beethoven.name, scenes=2, protective=1, phrasings=1, max_new_tokens=160,
+                                batch_size=4)
+    out = build_dataset(beethoven, LocalGenerator(engine, options.batch_size), options, data_dir / "real",
+                        count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["scenes"] == 2 and stats["tokens"] > 0
+    scene_drops = [d for d in read_jsonl(out / "drops.jsonl") if d["task"].startswith("scene-")]
+    assert stats["by_kind"].get("experience", 0) + len(scene_drops) == 2
+    assert stats["by_kind"]["protective"] == 1 and stats["by_kind"]["interview"] == len(beethoven.sims.facts)
+    assert len(load_examples(out)) == stats["examples"]

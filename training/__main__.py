@@ -1,0 +1,66 @@
+"""`python -m training experiences --character NAME --scenes N [--protective M] [--generator local|openai] [--out DIR] [--resume]`.
+
+Every option of ExperienceOptions and EngineOptions is a flag (see --help). Errors exit
+non-zero with one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from transformers import HfArgumentParser
+
+
+def experiences(argv: list[str]) -> int:
+    from tqdm.auto import tqdm
+
+    from characters.store import CharacterStore
+    from engine import EngineOptions
+    from training.experiences import ExperienceOptions, build_dataset, dataset_dir
+    from training.generators import LocalGenerator, OpenAIGenerator
+
+    parser = HfArgumentParser((ExperienceOptions, EngineOptions), prog="python -m training experiences")
+    options, engine_options = parser.parse_args_into_dataclasses(args=argv)
+    character = CharacterStore().load(options.character)
+    if options.resume and not options.out:
+        raise ValueError("--resume needs --out, the folder of the run to continue")
+    out = options.out or dataset_dir(character)
+    from engine import Engine
+
+    engine = Engine(engine_options)  # the local generator; its tokenizer also counts the dataset's tokens
+    generator = LocalGenerator(engine, options.batch_size) if options.generator == "local" else OpenAIGenerator(
+        options.base_url, options.api_model, options.api_key_env, options.max_in_flight)
+    bar = tqdm(total=options.scenes + options.protective + 1, unit="task")
+
+    def progress(done, total, message):
+        bar.total = total
+        bar.n = done
+        bar.set_description(message)
+        bar.refresh()
+
+    folder = build_dataset(character, generator, options, out, progress,
+                           count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))
+    bar.close()
+    print(folder)
+    return 0
+
+
+COMMANDS = {"experiences": experiences}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        print(f"commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

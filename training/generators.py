@@ -1,0 +1,85 @@
+"""Who writes the experiences: the loaded engine (batched) or any OpenAI-compatible chat endpoint.
+
+Both take the same prompts and answer ``complete(conversations) -> replies``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from engine import Engine, SamplingOptions
+
+
+class GeneratorError(RuntimeError):
+    """The generator could not answer (after retries)."""
+
+
+class LocalGenerator:
+    """The engine's model, several prompts per forward pass."""
+
+    def __init__(self, engine: Engine, batch_size: int = 8):
+        self.engine, self.batch_size = engine, batch_size
+        self.name = f"local:{engine.name}"
+
+    def complete(self, conversations: list[list[dict]], sampling: SamplingOptions,
+                 stop: threading.Event | None = None) -> list[str]:
+        replies = []
+        for start in range(0, len(conversations), self.batch_size):
+            if stop is not None and stop.is_set():
+                break
+            replies += self.engine.generate_batch(conversations[start:start + self.batch_size], sampling, stop=stop)
+        return replies
+
+
+@dataclass
+class OpenAIGenerator:
+    """An OpenAI-compatible ``/chat/completions`` endpoint (vLLM, TGI, llama.cpp server, OpenAI, …)."""
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    max_in_flight: int = 4
+    retries: int = 3
+    timeout_s: float = 120.0
+    backoff_s: float = 0.5
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.model}@{self.base_url}"
+
+    def _one(self, client: httpx.Client, messages: list[dict], sampling: SamplingOptions,
+             stop: threading.Event | None) -> str:
+        body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
+                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        last = "no attempt"
+        for attempt in range(self.retries + 1):
+            if stop is not None and stop.is_set():
+                return ""
+            try:
+                response = client.post("/chat/completions", json=body)
+                if response.status_code == 200:
+                    return response.json()["choices"][0]["message"]["content"] or ""
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code not in (408, 409, 429) and response.status_code < 500:
+                    break  # a client error will not go away by retrying
+            except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
+                last = f"{type(err).__name__}: {err}"
+            time.sleep(self.backoff_s * 2**attempt)
+        raise GeneratorError(f"{self.base_url} failed after {self.retries + 1} attempts: {last}")
+
+    def complete(self, conversations: list[list[dict]], sampling: SamplingOptions,
+                 stop: threading.Event | None = None) -> list[str]:
+        key = os.environ.get(self.api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=self.base_url.rstrip("/"), headers=headers, timeout=self.timeout_s) as client, \
+                ThreadPoolExecutor(max_workers=max(1, self.max_in_flight)) as pool:
+            futures = [pool.submit(self._one, client, messages, sampling, stop) for messages in conversations]
+            return [f.result() for f in futures]
