@@ -1,4 +1,5 @@
-"""`python -m training experiences --character NAME --scenes N [--protective M] [--generator local|openai] [--out DIR] [--resume]`.
+"""`python -m training experiences --character NAME --scenes N [--protective M] [--generator local|openai] [--out DIR] [--resume]`
+`python -m training run --character NAME --dataset DIR [--preset quick|standard|paper] [--max-steps N] [--output-dir DIR] [--resume]`
 
 Every option of ExperienceOptions and EngineOptions is a flag (see --help). Errors exit
 non-zero with one line.
@@ -45,7 +46,34 @@ def experiences(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"experiences": experiences}
+def run(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from training.qlora import RunOptions, new_run_id, runs_dir, train
+
+    parser = HfArgumentParser(RunOptions, prog="python -m training run")
+    (options,) = parser.parse_args_into_dataclasses(args=argv)
+    if options.resume:
+        if not options.output_dir:
+            raise ValueError("--resume needs --output-dir, the folder of the run to continue")
+        folder = Path(options.output_dir)
+        if not (folder / "options.json").is_file():
+            raise FileNotFoundError(f"{folder} holds no run to resume")
+        options = RunOptions.from_file(folder / "options.json")  # the run goes on with its own options
+        options.resume = True
+    else:
+        if not options.character or not options.dataset:
+            raise ValueError("--character and --dataset are needed")
+        folder = Path(options.output_dir) if options.output_dir else runs_dir() / new_run_id(options.character)
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(f"{folder} is not empty; use --resume to continue it")
+        options.output_dir = str(folder)
+    train(options, folder)
+    print(folder)
+    return 0
+
+
+COMMANDS = {"experiences": experiences, "run": run}
 
 
 def main(argv: list[str] | None = None) -> int:

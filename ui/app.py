@@ -7,17 +7,14 @@ import gradio as gr
 from characters.chats import ChatStore
 from characters.store import CharacterStore
 from engine import Engine
-from ui import characters_tab, chat_tab, scenes_tab
+from ui import characters_tab, chat_tab, scenes_tab, training_tab
 
 # Chat streams interleave token by token on the shared model, so several may run at once;
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
 
-PLANNED = {
-    "Training": "Experience Reconstruction and QLoRA: generate the character's experiences, then train it.",
-    "Interview": "Interview a character before and after training and compare the scores.",
-}
+PLANNED = {"Interview": "Interview a character before and after training and compare the scores."}
 
 
 def build_app(engine: Engine) -> gr.Blocks:
@@ -32,11 +29,13 @@ def build_app(engine: Engine) -> gr.Blocks:
                 scenes = scenes_tab.build(engine, characters, scene_state)
             with gr.Tab("Chat", id="chat"):
                 chat = chat_tab.build(engine, characters, chats, scene_state)
-            for name in ("Training", "Interview"):
-                with gr.Tab(name, id=name.lower()):
-                    gr.Markdown(PLANNED[name])
+            with gr.Tab("Training", id="training"):
+                training = training_tab.build(engine, characters)
+            with gr.Tab("Interview", id="interview"):
+                gr.Markdown(PLANNED["Interview"])
         # The character chosen in the Characters tab follows into Scenes and Chat.
-        built["picker"].change(lambda name: (name, name), built["picker"], [scenes["character"], chat["character"]],
+        built["picker"].change(lambda name: (name, name, name), built["picker"],
+                               [scenes["character"], chat["character"], training["character"]],
                                api_visibility="private")
         scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
         for part in (built, scenes, chat):
