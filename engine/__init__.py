@@ -1,5 +1,11 @@
 """The model: loading (4-bit NF4 by default), adapters, prompts, streaming."""
 
+import logging
+
+# bitsandbytes warns at import that it cannot download an optional CPU kernel from the Hub
+# (nothing here reaches the Hub); its built-in kernel is used instead.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 from engine.engine import AdapterError, Engine, PromptTooLong
 from engine.options import PRECISIONS, EngineOptions, SamplingOptions
 

@@ -332,6 +332,7 @@ class Engine:
                        adapter: str | None = None, stop: threading.Event | None = None,
                        stats: dict | None = None) -> list[str]:
         """Replies to several conversations at once: one forward pass per token for the whole batch.
+        A conversation ending with an assistant message is continued (the reply excludes that start).
 
         Prompts are padded on the left; each row's positions count only its real tokens. Several
         rows share the per-token overhead, which dominates on a small model."""
@@ -341,7 +342,9 @@ class Engine:
         adapter = adapter or None
         self.check_adapter(adapter)
         started = time.perf_counter()
-        prompts = [self.fit(messages, sampling.max_new_tokens) for messages in conversations]
+        # A conversation that ends with an assistant message is continued from it (a prefilled answer).
+        prompts = [self.fit(messages, sampling.max_new_tokens, continue_last=messages[-1]["role"] == "assistant")
+                   for messages in conversations]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         width = max(map(len, prompts))
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])

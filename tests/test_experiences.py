@@ -139,7 +139,7 @@ class ScriptedGenerator:
             self.stop.set()
         replies = []
         for messages in conversations:
-            prompt = messages[-1]["content"]
+            prompt = messages[0]["content"]  # the last message may be the prefilled answer
             if "Imagine" in prompt:
                 replies.append(output("experience_garbage.txt") + "\nScene 1:\nType: Chat\nLocation: "
                                "Bonn\nTime: Morning\nBackground: A lesson with Neefe.\nMood: Focused")

@@ -31,7 +31,7 @@ from characters.meta_prompt import meta_prompt
 from characters.scenes import INTERVIEW, Scene, scene_catalogue
 from characters.schema import Character
 from engine import SamplingOptions
-from training.prompts import EXPERIENCE, PROTECTIVE
+from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
 from training.scenes import parse_scenes, profile_contexts, scene_messages
 
 ANACHRONISMS_FILE = Path(__file__).with_name("anachronisms.json")
@@ -76,9 +76,12 @@ class ExperienceOptions:
 
 # ---- parsing the dialogue -------------------------------------------------------------------
 
-TURN = re.compile(r"^(?P<name>[^:()\[\]]{1,60}?)\s*[(\[]\s*(?P<action>thinking|thinks|thought|speaking|speaks|says|"
-                  r"said)\s*[)\]]\s*[:：\-–]?\s*(?P<content>.*)$", re.IGNORECASE)
-PLAIN = re.compile(r"^(?P<name>[A-Z][\w .'’-]{0,40}?)\s*[:：]\s*(?P<content>.+)$")
+# "Name (speaking): …", "Name (thinking)" alone, "Name (walking closer): …" (a stage direction: speaking)
+TURN = re.compile(r"^(?P<name>[^:()\[\]]{1,60}?)\s*[(\[]\s*(?P<action>[^)\]]{1,30})\s*[)\]]\s*[:：\-–]?\s*"
+                  r"(?P<content>.*)$", re.IGNORECASE)
+# "Name: …" and "Name speaking: …"
+PLAIN = re.compile(r"^(?P<name>[A-Z][\w .'’-]{0,40}?)(?:\s+(?P<action>thinking|speaking|thinks|says))?\s*[:：]\s*"
+                   r"(?P<content>.+)$", re.IGNORECASE)
 NOT_NAMES = {"type", "location", "time", "background", "mood", "topic", "scene", "setting", "note", "context",
              "status"}
 
@@ -89,7 +92,7 @@ def _clean(line: str) -> str:
 
 
 def _action(word: str) -> str:
-    return "(thinking)" if word.lower().startswith("th") else "(speaking)"
+    return "(thinking)" if "think" in word.lower() or "thought" in word.lower() else "(speaking)"
 
 
 def is_character(name: str, character: Character) -> bool:
@@ -114,7 +117,7 @@ def parse_dialogue(text: str, character: Character) -> list[dict]:
         match = TURN.match(line) or PLAIN.match(line)
         name = match.group("name").strip() if match else ""
         if match and name.lower() not in NOT_NAMES:
-            action = _action(match.groupdict().get("action") or "speaking")
+            action = _action(match.group("action") or "speaking")
             mine = is_character(name, character)
             role = character.name if mine else name
             if not mine:
@@ -126,12 +129,20 @@ def parse_dialogue(text: str, character: Character) -> list[dict]:
     return [t for t in turns if t["content"]]
 
 
+EXAMPLE_LINES = {"I must not show them how tired I am tonight.", "Good evening, come in! You are welcome here.",
+                 "Thank you. I have heard so much about you.", "Only half of it is true, I promise you.",
+                 "Have you ever ridden a motorbike?", "A motor-what? This stranger speaks nonsense.",
+                 "I do not know what you mean, friend. Speak plainly."}
+
+
 def experience_from(text: str, character: Character, scene: Scene, kind: str, source: str,
                     task: str) -> tuple[dict | None, str]:
-    """Character-LLM's experience schema from a generated script, or ``(None, reason)``."""
+    """Character-LLM's experience schema from a generated script, or ``(None, reason)``.
+
+    Lines copied from the prompt's worked example are not the character's experience: left out."""
     if not scene.status.strip():
         return None, "no_background"
-    turns = parse_dialogue(text, character)
+    turns = [t for t in parse_dialogue(text, character) if t["content"] not in EXAMPLE_LINES]
     if not turns:
         return None, "no_turns"
     if len(turns) < MIN_TURNS:
@@ -389,7 +400,9 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
                                    time=scene.time, background=scene.status.replace("{{char}}", character.name)
                                    .replace("{{user}}", "a visitor"), mood=scene.mood or "Fine",
                                    topic=scene.topic or "small talk", others=others, first_other="Visitor")
-        tasks.append((f"scene-{i}", "experience", scene, None, prompt))
+        tasks.append((f"scene-{i}", "experience", scene, None,
+                      [{"role": "user", "content": prompt},
+                       {"role": "assistant", "content": EXPERIENCE_PREFILL.format(name=character.name)}]))
     pool = unknowable(character)
     for i in range(options.protective):
         item = pool[i % len(pool)] if pool else None
@@ -399,7 +412,8 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
         prompt = PROTECTIVE.format(name=character.name, era=character.sims.era or "long ago", subject=item["subject"],
                                    location=scene.place_and_time, background=scene.status
                                    .replace("{{char}}", character.name).replace("{{user}}", "a stranger"))
-        tasks.append((f"protective-{i}", "protective", scene, item, prompt))
+        tasks.append((f"protective-{i}", "protective", scene, item,
+                      [{"role": "user", "content": prompt}, {"role": "assistant", "content": PROTECTIVE_PREFILL}]))
     pending = [t for t in tasks if t[0] not in done]
     finished = len(tasks) - len(pending)
     step = getattr(generator, "batch_size", 1) if options.generator == "local" else options.max_in_flight * 2
@@ -408,7 +422,7 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
         chunk = pending[start:start + step]
         report(finished, total, f"writing experiences {finished + 1}–{finished + len(chunk)} of {len(tasks)}")
         task_sampling = SamplingOptions(**{**sampling.to_dict(), "seed": options.seed + start})
-        replies = generator.complete([[{"role": "user", "content": t[4]}] for t in chunk], task_sampling, stop)
+        replies = generator.complete([t[4] for t in chunk], task_sampling, stop)
         if stop is not None and stop.is_set():
             raise Stopped(str(out))
         kept, dropped = [], []

@@ -29,12 +29,20 @@ class LocalGenerator:
 
     def complete(self, conversations: list[list[dict]], sampling: SamplingOptions,
                  stop: threading.Event | None = None) -> list[str]:
+        """Replies; a conversation ending in an assistant message is continued from it (prefill)."""
         replies = []
         for start in range(0, len(conversations), self.batch_size):
             if stop is not None and stop.is_set():
                 break
-            replies += self.engine.generate_batch(conversations[start:start + self.batch_size], sampling, stop=stop)
+            chunk = conversations[start:start + self.batch_size]
+            continued = self.engine.generate_batch(chunk, sampling, stop=stop)
+            replies += [prefill(c) + text for c, text in zip(chunk, continued)]
         return replies
+
+
+def prefill(conversation: list[dict]) -> str:
+    """The start of the answer written for the model (a trailing assistant message), or nothing."""
+    return conversation[-1]["content"] if conversation and conversation[-1]["role"] == "assistant" else ""
 
 
 @dataclass
@@ -55,6 +63,8 @@ class OpenAIGenerator:
 
     def _one(self, client: httpx.Client, messages: list[dict], sampling: SamplingOptions,
              stop: threading.Event | None) -> str:
+        if prefill(messages):  # not every server continues a prefilled answer; strong models need no prefill
+            messages = messages[:-1]
         body = {"model": self.model, "messages": messages, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
         if sampling.seed is not None:

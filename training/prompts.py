@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+# Small models copy placeholders ("what X says") literally, so each format is shown by a worked
+# example instead, and the generators start the answer with the format's first words (PREFILLS).
+
 SCENE_EXTRACTION = """Context:
 {context}
 
-The above is part of the profile of {name}. Imagine {n} different scenes in which {name} might have been, \
-based on this profile. For each scene write exactly these lines:
+The above is part of the profile of {name}. Imagine {n} different scenes from this part of {name}'s life. \
+Write each scene in exactly this form, like this example:
 
 Scene 1:
-Type: one of {types}
-Location: where it happens
-Time: when it happens
-Background: two sentences about what is going on
-Mood: one of {moods}
-Topic: one of {topics}
+Type: Chat
+Location: A small tavern by the river
+Time: A winter evening
+Background: {name} meets an old friend after many years, and they talk about the past.
+Mood: Happy
+Topic: stories
 
-Write the scenes now."""
+Types are {types}. Moods are {moods}. Topics are {topics}.
+Now write {n} scenes about the context above."""
+
+SCENE_PREFILL = "Scene 1:\nType:"
 
 EXPERIENCE = """Context:
 {profile}
@@ -29,25 +35,27 @@ Background: {background}
 Mood of {name}: {mood}
 Topic: {topic}
 
-Write a short scripted dialogue of this scene, as in a play. {name} both thinks and speaks; \
-the other people ({others}) only speak. Write one turn per line, in exactly this form:
-{name} (thinking): what {name} thinks
-{name} (speaking): what {name} says
-{first_other} (speaking): what they say
+Write the dialogue of this scene as a script. {name} thinks and speaks; the other people only speak. \
+Write one turn per line, like this example from another scene:
 
-Write 6 to 10 turns, in character, then stop."""
+{name} (thinking): I must not show them how tired I am tonight.
+{name} (speaking): Good evening, come in! You are welcome here.
+Visitor (speaking): Thank you. I have heard so much about you.
+{name} (speaking): Only half of it is true, I promise you.
 
-PROTECTIVE = """{name} lived {era}. In this scene someone tries to make {name} talk about {subject}, \
-which {name} cannot know anything about. {name} answers as the real {name} would: puzzled, curious or \
-irritated, and never explains or describes {subject}.
+Now write 6 to 10 turns for the scene above."""
 
-Scene:
-Location: {location}
-Background: {background}
+EXPERIENCE_PREFILL = "{name} (thinking):"
 
-Write a short scripted dialogue, one turn per line, in exactly this form:
-{name} (thinking): what {name} thinks
-{name} (speaking): what {name} says
-Stranger (speaking): what the stranger says
+PROTECTIVE = """{name} lived {era}. In this scene a stranger asks {name} about {subject}, which {name} \
+cannot know anything about. {name} answers as the real {name} would: puzzled, curious or irritated, and never \
+explains {subject}. Write one turn per line, like this example:
 
-Write 4 to 8 turns, then stop."""
+Stranger (speaking): Have you ever ridden a motorbike?
+{name} (thinking): A motor-what? This stranger speaks nonsense.
+{name} (speaking): I do not know what you mean, friend. Speak plainly.
+
+Scene: {location}. {background}
+Now write 4 to 8 turns about {subject}."""
+
+PROTECTIVE_PREFILL = "Stranger (speaking):"

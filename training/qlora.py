@@ -141,7 +141,7 @@ def pid_alive(pid: int | None, marker: str = "") -> bool:
 def read_status(folder: Path) -> dict:
     path = folder / "status.json"
     status = json.loads(path.read_text()) if path.is_file() else {"state": "queued"}
-    if status.get("state") == "running" and not pid_alive(status.get("pid"), folder.name):
+    if status.get("state") in ("starting", "running") and not pid_alive(status.get("pid"), folder.name):
         status["state"] = "interrupted"  # killed without a chance to say so: resumable
     return status
 

@@ -7,7 +7,7 @@ import re
 from characters import catalogue
 from characters.scenes import Scene
 from characters.schema import Character
-from training.prompts import SCENE_EXTRACTION
+from training.prompts import SCENE_EXTRACTION, SCENE_PREFILL
 
 FIELD = re.compile(r"^\W*(type|location|place|time|background|status|mood|topic|conversation topic)\W*[:\-–]\s*(.*)$",
                    re.IGNORECASE)
@@ -33,7 +33,7 @@ def scene_messages(character: Character, context: str, n: int) -> list[dict]:
     prompt = SCENE_EXTRACTION.format(context=context, name=character.name, n=n,
                                      types=", ".join(catalogue.scene_types()[:4]),
                                      moods=", ".join(catalogue.moods()), topics=", ".join(catalogue.topics()))
-    return [{"role": "user", "content": prompt}]
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": SCENE_PREFILL}]
 
 
 def _closest(value: str, options: list[str]) -> str:

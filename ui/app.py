@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from characters.chats import ChatStore
 from characters.store import CharacterStore
 from engine import Engine
+from training.qlora import run_folder
 from ui import characters_tab, chat_tab, scenes_tab, training_tab
+from ui.errors import shown
 
 # Chat streams interleave token by token on the shared model, so several may run at once;
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
@@ -38,7 +42,22 @@ def build_app(engine: Engine) -> gr.Blocks:
                                [scenes["character"], chat["character"], training["character"]],
                                api_visibility="private")
         scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
-        for part in (built, scenes, chat):
+
+        def chat_with_run(run_id):
+            """Open Chat with the character of a run and its trained adapter."""
+            if not run_id:
+                raise gr.Error("Choose a run.")
+            folder = run_folder(run_id)
+            if not (folder / "adapter" / "adapter_config.json").is_file():
+                raise gr.Error("This run has no adapter yet: wait for it to finish, or stop it (that saves one).")
+            character = json.loads((folder / "options.json").read_text())["character"]
+            adapters = [chat_tab.NO_ADAPTER, *engine.available_adapters()]
+            return gr.Dropdown(value=character), gr.Dropdown(choices=adapters, value=run_id), gr.Tabs(selected="chat")
+
+        fn, inputs, outputs = chat["start"]
+        training["chat_with"].click(shown(chat_with_run), training["run"], [chat["character"], chat["adapter"], tabs],
+                                    api_name="chat_with_run").then(fn, inputs, outputs, api_visibility="private")
+        for part in (built, scenes, chat, training):
             fn, inputs, outputs = part["on_load"]
             demo.load(fn, inputs, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)

@@ -336,6 +336,7 @@ class ChatTab:
         upload.upload(shown(import_chat), upload, outputs, api_name="import_chat")
         self.build_api()
         return {"character": character, "scene": scene, "adapter": adapter, "chatbot": chatbot,
+                "start": (shown(start), setup, outputs),
                 "on_load": (restore, [remembered], [character, other, adapter, *outputs])}
 
     def build_api(self):

@@ -14,7 +14,11 @@ from characters.store import CharacterStore
 from engine import Engine
 from training.experiences import ExperienceOptions, Stopped, build_dataset, dataset_dir, read_jsonl
 from training.generators import LocalGenerator, OpenAIGenerator
+from training.jobs import JobManager
+from training.qlora import PRESETS, RunOptions
 from ui.errors import shown
+
+RUN_SIZES = {"Quick demo — minutes on CPU": "quick", "Standard": "standard", "Paper-like": "paper"}
 
 
 def datasets_of(character: str) -> list[str]:
@@ -153,4 +157,131 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
     refresh.click(lambda name: gr.Dropdown(choices=datasets_of(name)), character, dataset, api_visibility="private")
     character.change(lambda name: gr.Dropdown(choices=datasets_of(name), value=None), character, dataset,
                      api_visibility="private")
-    return {"character": character, "dataset": dataset}
+    runs = build_runs(JobManager(), character, dataset)
+    return {"character": character, "dataset": dataset, **runs}
+
+
+def progress_bar(status: dict, last: dict) -> str:
+    step, total = status.get("step") or last.get("step") or 0, status.get("max_steps") or last.get("max_steps") or 0
+    share = step / total if total else 0
+    filled = int(share * 30)
+    eta = last.get("eta_s")
+    eta_text = f" · ETA {int(eta // 60)} min {int(eta % 60)} s" if eta and status.get("state") == "running" else ""
+    speed = f" · {last['tokens_per_s']:.0f} tokens/s" if last.get("tokens_per_s") else ""
+    return (f"**{status.get('state', '?')}** · step {step}/{total or '?'} `{'█' * filled}{'░' * (30 - filled)}` "
+            f"{share:.0%}{eta_text}{speed}" + (f"  \n⚠️ {status['error']}" if status.get("error") else ""))
+
+
+def build_runs(jobs: JobManager, character, dataset) -> dict:
+    gr.Markdown("### 2 · QLoRA run\nThe base model in 4-bit NF4, LoRA adapters trained on the dataset above, in a "
+                "process of its own. The loss counts only the character's own turns.")
+    with gr.Row():
+        size = gr.Radio(list(RUN_SIZES), value=next(iter(RUN_SIZES)), label="Run size")
+        start = gr.Button("Start training", variant="primary")
+    with gr.Accordion("Advanced options (empty = the run size's default)", open=False):
+        with gr.Row():
+            max_steps = gr.Number(None, precision=0, label="Max steps (-1 = by epochs)")
+            epochs = gr.Number(None, label="Epochs")
+            learning_rate = gr.Number(None, label="Learning rate")
+            lora_r = gr.Number(None, precision=0, label="LoRA rank")
+            lora_alpha = gr.Number(None, precision=0, label="LoRA alpha")
+        with gr.Row():
+            batch_size = gr.Number(None, precision=0, label="Batch size")
+            grad_accum = gr.Number(None, precision=0, label="Gradient accumulation")
+            max_seq_len = gr.Number(None, precision=0, label="Max sequence length")
+            batching = gr.Radio(["group_by_length", "pad_to_max"], value="group_by_length", label="Batching")
+            seed = gr.Number(42, precision=0, label="Seed")
+    with gr.Row():
+        run = gr.Dropdown([], label="Run", scale=3)
+        stop = gr.Button("Stop", variant="stop", scale=1)
+        resume = gr.Button("Resume", scale=1)
+        chat_with = gr.Button("Chat with this character", variant="secondary", scale=1)
+    progress = gr.Markdown()
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
+                                scale=2)
+        log_tail = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, scale=1)
+    runs_table = gr.Dataframe(headers=["run", "character", "state", "step", "loss", "eval loss"],
+                              label="Runs", interactive=False)
+    timer = gr.Timer(2.0)
+
+    def number(value, kind=float):
+        return None if value in (None, "") else kind(value)
+
+    def start_run(name, selected_dataset, size_label, *values):
+        if not selected_dataset:
+            raise gr.Error("Generate or choose a dataset above first.")
+        folder = dataset_folder(name, selected_dataset)
+        if size_label not in RUN_SIZES:
+            raise gr.Error("Choose a run size.")
+        steps, n_epochs, lr, r, alpha, batch, accum, seq, batching_mode, seed_value = values
+        options = RunOptions(
+            character=name, dataset=str(folder), preset=RUN_SIZES[size_label],
+            max_steps=number(steps, int), epochs=number(n_epochs), learning_rate=number(lr), lora_r=number(r, int),
+            lora_alpha=number(alpha, int), batch_size=number(batch, int), grad_accum=number(accum, int),
+            max_seq_len=number(seq, int), batching=batching_mode, seed=int(seed_value or 42))
+        run_id = jobs.submit(options)
+        return gr.Dropdown(choices=[r["id"] for r in jobs.runs()], value=run_id)
+
+    def table():
+        rows = []
+        for r in jobs.runs():
+            last = r["last"][0]
+            rows.append([r["id"], r["options"].get("character", ""), r["status"].get("state", ""),
+                         f"{r['status'].get('step', 0)}/{r['status'].get('max_steps', '?')}",
+                         last.get("loss"), last.get("eval_loss")])
+        return rows
+
+    def refresh(selected):
+        jobs.pump()  # a queued run starts when the one before it has ended
+        choices = [r["id"] for r in jobs.runs()]
+        if not selected or selected not in choices:
+            return gr.Dropdown(choices=choices), "", None, "", table()
+        from training.qlora import read_status, run_folder
+
+        log = jobs.log(selected)
+        status = read_status(run_folder(selected))
+        points = [{"step": r["step"], "loss": r["loss"], "series": "train"} for r in log if r.get("loss") is not None]
+        points += [{"step": r["step"], "loss": r["eval_loss"], "series": "eval"} for r in log
+                   if r.get("eval_loss") is not None]
+        import pandas as pd
+
+        frame = pd.DataFrame(points or [{"step": 0, "loss": None, "series": "train"}])
+        last = next((r for r in reversed(log) if r.get("loss") is not None), {})
+        return gr.Dropdown(choices=choices), progress_bar(status, last), frame, jobs.output_tail(selected), table()
+
+    def stop_run(selected):
+        if not selected:
+            raise gr.Error("Choose a run.")
+        jobs.stop(selected)
+        return f"Stopping **{selected}** at its next step; its adapter will be saved."
+
+    def resume_run(selected):
+        if not selected:
+            raise gr.Error("Choose a run.")
+        jobs.resume(selected)
+        return f"**{selected}** will continue from its last checkpoint."
+
+    advanced = [max_steps, epochs, learning_rate, lora_r, lora_alpha, batch_size, grad_accum, max_seq_len, batching,
+                seed]
+    start.click(shown(start_run), [character, dataset, size, *advanced], run, api_name="start_training")
+    outputs = [run, progress, loss_plot, log_tail, runs_table]
+    timer.tick(shown(refresh), run, outputs, api_visibility="private", show_progress="hidden")
+    run.change(shown(refresh), run, outputs, api_name="run_status", show_progress="hidden")
+    stop.click(shown(stop_run), run, progress, api_name="stop_training")
+    resume.click(shown(resume_run), run, progress, api_name="resume_training")
+
+    def runs_list() -> list[dict]:
+        """Every training run with its status and last log line."""
+        return [{"id": r["id"], "character": r["options"].get("character"), "status": r["status"], "last": r["last"][0]}
+                for r in jobs.runs()]
+
+    gr.api(shown(runs_list), api_name="runs")
+
+    def on_page_load():
+        # Re-attach: the newest run (running or not) is shown with its live progress.
+        runs = jobs.runs()
+        active = jobs.active()
+        return gr.Dropdown(choices=[r["id"] for r in runs], value=active or (runs[0]["id"] if runs else None))
+
+    return {"run": run, "chat_with": chat_with, "on_load": (on_page_load, [], [run])}

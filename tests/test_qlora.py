@@ -1,0 +1,146 @@
+"""QLoRA runs on the real embedded model in 4-bit: masking, loss, adapters, stop/resume, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+from training.jobs import JobManager
+from training.qlora import RunOptions, encode_example, last_checkpoint, read_status, train
+
+FACTS = [("Where were you born?", "I was born in Bonn, in 1770."),
+         ("Who was your teacher in Vienna?", "Joseph Haydn taught me in Vienna."),
+         ("What is your only opera?", "My only opera is Fidelio."),
+         ("Which symphony sets the Ode to Joy?", "My Ninth Symphony sets Schiller's Ode to Joy."),
+         ("Who is your nephew?", "My nephew is Karl."),
+         ("When did you move to Vienna?", "I moved to Vienna in 1792.")]
+
+
+@pytest.fixture
+def tiny_dataset(data_dir):
+    folder = data_dir / "datasets" / "ludwig-van-beethoven" / "tiny"
+    folder.mkdir(parents=True)
+    rows = [{"messages": [{"role": "system", "content": "You are Ludwig van Beethoven."},
+                          {"role": "user", "content": q}, {"role": "assistant", "content": a}],
+             "kind": "interview", "source": "facts"} for q, a in FACTS * 2]
+    (folder / "dataset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "settings.json").write_text("{}")
+    return folder
+
+
+def options(dataset, folder, **changes) -> RunOptions:
+    values = dict(character="Ludwig van Beethoven", dataset=str(dataset), preset="quick", max_steps=8,
+                  learning_rate=2e-3, batch_size=4, max_seq_len=128, save_steps=4, eval_split=0.0,
+                  output_dir=str(folder), seed=1)
+    values.update(changes)
+    return RunOptions(**values)
+
+
+def test_labels_cover_only_the_characters_turns(engine):
+    messages = [{"role": "system", "content": "You are B."}, {"role": "user", "content": "Where were you born?"},
+                {"role": "assistant", "content": "In Bonn."}, {"role": "user", "content": "When?"},
+                {"role": "assistant", "content": "(thinking) He asks a lot.\nIn 1770."}]
+    row = encode_example(engine.tokenizer, messages, 512)
+    learned = engine.tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"]) if label != -100])
+    assert learned == "In Bonn.<|im_end|>\n(thinking) He asks a lot.\nIn 1770.<|im_end|>\n"
+    assert "Where were you born" in engine.tokenizer.decode(row["input_ids"])
+    cut = encode_example(engine.tokenizer, messages, 24)
+    assert len(cut["input_ids"]) == 24 and engine.tokenizer.decode(cut["input_ids"]).startswith("<|im_start|>system")
+
+
+def test_a_few_real_4bit_steps_lower_the_loss_and_the_adapter_loads(tiny_dataset, data_dir, engine):
+    folder = data_dir / "runs" / "tiny-run"
+    adapter = train(options(tiny_dataset, folder), folder)
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if r.get("loss") is not None]
+    assert len(losses) == 8 and sum(losses[-2:]) / 2 < 0.7 * sum(losses[:2]) / 2, losses
+    assert all(r["tokens_per_s"] >= 0 and "eta_s" in r and "learning_rate" in r for r in log)
+    assert (adapter / "adapter_model.safetensors").is_file() and "Ludwig van Beethoven" in (
+        adapter / "README.md").read_text()
+    assert read_status(folder)["state"] == "finished"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(engine.source, dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, str(adapter))
+    assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+
+    engine.add_adapter("tiny-run", adapter)
+    question = [{"role": "system", "content": "You are Ludwig van Beethoven."},
+                {"role": "user", "content": "Where were you born?"}]
+    from engine import SamplingOptions
+
+    trained = engine.generate(question, SamplingOptions(temperature=0, max_new_tokens=12), adapter="tiny-run")
+    assert "Bonn" in trained
+
+
+def test_a_corrupt_dataset_line_fails_before_training_starts(tiny_dataset, data_dir):
+    with (tiny_dataset / "dataset.jsonl").open("a") as handle:
+        handle.write('{"messages": [{"role": "user", "content": "x"}\n')
+    result = subprocess.run([sys.executable, "-m", "training", "run", "--character", "Ludwig van Beethoven",
+                             "--dataset", str(tiny_dataset), "--output-dir", str(data_dir / "runs" / "bad")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SIMULACRA_DATA_DIR": str(data_dir)})
+    assert result.returncode == 1
+    assert "line 13: not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert not (data_dir / "runs" / "bad" / "log.jsonl").exists()
+
+
+def wait_for(predicate, timeout=240, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_stop_then_resume_in_a_process_of_its_own(tiny_dataset, data_dir):
+    jobs = JobManager()
+    run_id = jobs.submit(options(tiny_dataset, "", max_steps=12, save_steps=2, learning_rate=1e-3))
+    folder = data_dir / "runs" / run_id
+    wait_for(lambda: (read_status(folder).get("step") or 0) >= 3, what="step 3")
+    jobs.stop(run_id)
+    wait_for(lambda: read_status(folder)["state"] == "stopped", what="the stop")
+    stopped_at = read_status(folder)["step"]
+    assert stopped_at < 12 and (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert last_checkpoint(folder).name == f"checkpoint-{stopped_at}"
+    jobs.resume(run_id)
+    wait_for(lambda: read_status(folder)["state"] == "finished", what="the resumed run")
+    steps = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 12 and steps.count(stopped_at + 1) == 1  # went on from the checkpoint, no restart
+    state = json.loads((last_checkpoint(folder) / "trainer_state.json").read_text())
+    assert state["global_step"] == 12 and (last_checkpoint(folder) / "optimizer.pt").is_file()
+
+
+def test_kill_9_leaves_an_interrupted_run_that_resumes(tiny_dataset, data_dir):
+    jobs = JobManager()
+    run_id = jobs.submit(options(tiny_dataset, "", max_steps=10, save_steps=2, learning_rate=1e-3))
+    folder = data_dir / "runs" / run_id
+    wait_for(lambda: last_checkpoint(folder) is not None and (read_status(folder).get("step") or 0) >= 3,
+             what="a checkpoint")
+    os.kill(read_status(folder)["pid"], signal.SIGKILL)
+    wait_for(lambda: read_status(folder)["state"] == "interrupted", timeout=30, what="interrupted")
+    assert jobs.active() is None
+    jobs.resume(run_id)
+    wait_for(lambda: read_status(folder)["state"] == "finished", what="the resumed run")
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_one_run_at_a_time_the_next_is_queued(tiny_dataset, data_dir):
+    jobs = JobManager()
+    first = jobs.submit(options(tiny_dataset, "", max_steps=4, save_steps=4))
+    second = jobs.submit(options(tiny_dataset, "", max_steps=2, save_steps=2))
+    assert read_status(data_dir / "runs" / second)["state"] == "queued"
+    wait_for(lambda: read_status(data_dir / "runs" / first)["state"] == "finished", what="the first run")
+    jobs.pump()
+    wait_for(lambda: read_status(data_dir / "runs" / second)["state"] == "finished", what="the queued run")
