@@ -43,12 +43,13 @@ def served(tmp_path_factory):
 
 def test_app_lists_its_endpoints(served):
     endpoints = served.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/chat", "/respond", "/clear"} <= set(endpoints)
+    assert {"/chat", "/send", "/new_chat", "/characters", "/scenes", "/save_character", "/generate_experiences",
+            "/start_training", "/runs"} <= set(endpoints)
 
 
 def test_chat_endpoint_streams_the_reply(served):
-    job = served.submit("Where were you born?", [], "You are Ludwig van Beethoven, born in Bonn.",
-                        0.0, 32, -1, api_name="/chat")
+    job = served.submit("Where were you born?", [], system_prompt="You are Ludwig van Beethoven, born in Bonn.",
+                        temperature=0.0, max_new_tokens=32, api_name="/chat")
     updates = list(job)
     assert len(updates) >= 2, "the reply should arrive in several updates"
     assert updates[-1].startswith(updates[0]) and len(updates[-1]) > len(updates[0])
@@ -56,27 +57,19 @@ def test_chat_endpoint_streams_the_reply(served):
 
 def test_chat_endpoint_uses_the_history(served):
     history = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hello Ada!"}]
-    reply = served.predict("What is my name?", history, "You are a helpful assistant.", 0.0, 16, -1,
-                           api_name="/chat")
+    reply = served.predict("What is my name?", history, system_prompt="You are a helpful assistant.",
+                           temperature=0.0, max_new_tokens=16, api_name="/chat")
     assert isinstance(reply, str) and reply.strip()
 
 
-@pytest.mark.parametrize("args, words", [
-    (("hi", [{"role": "root", "content": "x"}], ""), "role"),
-    (("", [], ""), "empty"),
-    (("hi", [], "x" * 30_000), "limit"),
-    (("hi", [], "", 5.0, 16, -1), "temperature"),
+@pytest.mark.parametrize("args, extra, words", [
+    (("hi", [{"role": "root", "content": "x"}]), {}, "role"),
+    (("", []), {}, "empty"),
+    (("hi", []), {"system_prompt": "x" * 30_000}, "limit"),
+    (("hi", []), {"temperature": 5.0}, "temperature"),
+    (("hi", []), {"max_new_tokens": 100_000}, "max_new_tokens"),
 ])
-def test_chat_endpoint_refuses_bad_input_with_a_clear_message(served, args, words):
+def test_chat_endpoint_refuses_bad_input_with_a_clear_message(served, args, extra, words):
     with pytest.raises(Exception) as err:
-        served.predict(*args, api_name="/chat")
+        served.predict(*args, **extra, api_name="/chat")
     assert words in str(err.value)
-
-
-def test_respond_event_streams_into_the_chatbot(served):
-    job = served.submit("Hello!", [], "You are Socrates.", 0.0, 0.9, 16, 1.1, -1, api_name="/respond")
-    updates = list(job)
-    history, box = updates[-1]
-    assert box == ""
-    assert [m["role"] for m in history] == ["user", "assistant"]
-    assert len(updates) >= 3

@@ -42,11 +42,12 @@ def test_surprise_draws_consistent_characters():
     for seed in range(40):
         character = surprise(seed)
         validate(character)  # no conflicting traits, skills 1-10 from the catalogue
-        assert character.description == describe(character) and character.sims.career in character.description
+        assert character.description == describe(character)
+        assert character.sims.career.lower() in character.description
 
 
 def test_save_through_the_api_then_a_new_session_finds_it(client, app_url):
-    picker, name, message = client.predict("", *form(), api_name="/save_character")
+    picker, name, message = client.predict(None, *form(), api_name="/save_character")
     assert name == "Tess Okoro" and "Saved" in message
     fresh = Client(app_url[0], verbose=False)  # as after a page reload
     assert {"name": "Tess Okoro", "kind": "user"} in fresh.predict(api_name="/characters")
@@ -64,19 +65,19 @@ def test_saving_a_changed_preset_saves_a_copy(client, app_url):
 @pytest.mark.parametrize("values, words", [
     (form(traits=("Neat", "Slob")), "conflict"),
     (form(traits=("Genius", "Good", "Loner", "Geek")), "limit is 3"),
-    (form(skills={"Piano": 15}), "skills.Piano"),
+    (form(skills={"Piano": 15}), "maximum value 10"),  # Gradio checks the slider range on the server too
     (form(name=""), "name"),
     (form(name="x" * 500), "name"),
     (form(name="../../etc/passwd", description="x" * 30_000), "description"),
 ])
 def test_the_server_refuses_what_the_form_would_not_send(client, values, words):
     with pytest.raises(Exception) as err:
-        client.predict("", *values, api_name="/save_character")
+        client.predict(None, *values, api_name="/save_character")
     assert words in str(err.value)
 
 
 def test_a_path_in_a_name_stays_a_name(client, app_url):
-    _, name, _ = client.predict("", *form(name="../../outside"), api_name="/save_character")
+    _, name, _ = client.predict(None, *form(name="../../outside"), api_name="/save_character")
     assert name == "../../outside"
     assert not (app_url[1].parent / "outside.json").exists()
     assert (app_url[1] / "characters" / "outside.json").is_file()

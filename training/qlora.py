@@ -119,7 +119,7 @@ def run_folder(run_id: str) -> Path:
 def new_run_id(character: str) -> str:
     from characters.files import slugify
 
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slugify(character)[:40]}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slugify(character)[:40]}-{os.urandom(2).hex()}"
 
 
 def pid_alive(pid: int | None, marker: str = "") -> bool:
