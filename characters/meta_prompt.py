@@ -70,15 +70,18 @@ def persona(character: Character, user: str = DEFAULT_USER) -> str:
 
 
 def meta_prompt(character: Character, scene: Scene | None = None, other: Character | None = None,
-                user: str = DEFAULT_USER, user_persona: str = "", examples: bool = True) -> str:
-    """The full system prompt for ``character`` in ``scene`` (Character-LLM's interview setting by default)."""
+                user: str = DEFAULT_USER, user_persona: str = "", examples: bool = True, persona_text: bool = True) -> str:
+    """The full system prompt for ``character`` in ``scene`` (Character-LLM's interview setting by default).
+
+    A *trained* character gets Character-LLM's bare meta prompt (``persona_text=False``, no examples):
+    who it is lives in its adapter, and training examples stay short."""
     scene = scene or INTERVIEW
     name = character.name
     main = main_instruction(name)
     if character.system_prompt.strip():
         main = character.system_prompt.replace("{{original}}", main)
     partner = other.name if other is not None else user
-    parts = [main, persona(character, partner)]
+    parts = [main, persona(character, partner) if persona_text else ""]
     if examples and character.mes_example.strip():
         parts.append(f"Examples of how {name} speaks:\n{character.mes_example.strip()}")
     if other is not None:
@@ -108,9 +111,11 @@ def post_history(character: Character, user: str = DEFAULT_USER) -> str:
 
 
 def chat_messages(character: Character, scene: Scene | None, history: list[dict], message: str | None = None,
-                  user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None) -> list[dict]:
+                  user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
+                  trained: bool = False) -> list[dict]:
     """System prompt + history (+ the new message) + post-history instructions, as engine messages."""
-    messages = [{"role": "system", "content": meta_prompt(character, scene, other, user, user_persona)}]
+    prompt = meta_prompt(character, scene, other, user, user_persona, examples=not trained, persona_text=not trained)
+    messages = [{"role": "system", "content": prompt}]
     messages += history
     if message is not None:
         messages.append({"role": "user", "content": message})

@@ -35,11 +35,13 @@ def model_history(history: list[dict], speaker: str, named: bool) -> list[dict]:
 
 
 def turn_messages(character: Character, scene: Scene | None, history: list[dict], message: str | None = None,
-                  user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None) -> list[dict]:
-    """The engine messages for ``character``'s next turn (after ``message`` from the user, if any)."""
+                  user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
+                  trained: bool = False) -> list[dict]:
+    """The engine messages for ``character``'s next turn (after ``message`` from the user, if any).
+    ``trained``: the character speaks through its adapter and gets the bare meta prompt it was trained with."""
     new = [*history, {"role": "user", "content": message, "name": user}] if message is not None else history
     return chat_messages(character, scene, model_history(new, character.name, named=other is not None), None,
-                         user, user_persona, other)
+                         user, user_persona, other, trained)
 
 
 def stream_turn(engine: Engine, character: Character, scene: Scene | None, history: list[dict],
@@ -47,7 +49,7 @@ def stream_turn(engine: Engine, character: Character, scene: Scene | None, histo
                 user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
                 stop: threading.Event | None = None, continue_last: bool = False) -> Iterator[str]:
     """Stream ``character``'s reply. With ``continue_last`` the last assistant message is extended."""
-    messages = turn_messages(character, scene, history, message, user, user_persona, other)
+    messages = turn_messages(character, scene, history, message, user, user_persona, other, trained=bool(adapter))
     if continue_last:
         if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
             messages.insert(len(messages) - 2, messages.pop())

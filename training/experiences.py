@@ -280,8 +280,9 @@ def to_example(experience: dict, character: Character) -> dict:
     turns (``(thinking)`` kept as a line of its own, as Character-LLM keeps it), everyone else's user turns."""
     others = {t["role"] for t in experience["dialogue"] if t["role"] != character.name}
     user = next(iter(others)) if len(others) == 1 else "Others"
+    # Character-LLM trains with the bare meta prompt: the adapter, not the prompt, carries the persona.
     messages = [{"role": "system", "content": meta_prompt(character, scene_of(experience), user=user,
-                                                          examples=False)}]
+                                                          examples=False, persona_text=False)}]
     for turn in experience["dialogue"]:
         mine = turn["role"] == character.name
         role = "assistant" if mine else "user"

@@ -212,11 +212,13 @@ class Collator:
 
     def __init__(self, pad_id: int, pad_to: int | None = None):
         self.pad_id, self.pad_to = pad_id, pad_to
+        self.real_tokens = 0  # what the training has read, padding excluded (the dataloader has no workers)
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 
         width = self.pad_to or max(len(r["input_ids"]) for r in rows)
+        self.real_tokens += sum(len(r["input_ids"]) for r in rows)
         batch = {"input_ids": [], "labels": [], "attention_mask": []}
         for r in rows:
             pad = width - len(r["input_ids"])
@@ -310,6 +312,9 @@ def train(options: RunOptions, folder: Path) -> Path:
     log_path = folder / "log.jsonl"
     started = time.time()
 
+    pad_to = options.max_seq_len if options.batching == "pad_to_max" else None
+    collator = Collator(pad_id, pad_to)
+
     class Progress(TrainerCallback):
         """Writes log.jsonl and status.json, and stops at the next step when asked."""
 
@@ -318,7 +323,7 @@ def train(options: RunOptions, folder: Path) -> Path:
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             now = time.time()
-            tokens = state.num_input_tokens_seen
+            tokens = collator.real_tokens
             rate = (tokens - self.last_tokens) / max(1e-9, now - self.last_time)
             self.last_time, self.last_tokens = now, tokens
             elapsed = now - started
@@ -352,12 +357,11 @@ def train(options: RunOptions, folder: Path) -> Path:
         train_sampling_strategy="group_by_length" if options.batching == "group_by_length" else "random",
         seed=options.seed, data_seed=options.seed, report_to=[], use_cpu=not on_cuda,
         bf16=on_cuda and torch.cuda.is_bf16_supported(), dataloader_num_workers=0,
-        remove_unused_columns=False, include_num_input_tokens_seen="non_padding", disable_tqdm=True,
+        remove_unused_columns=False, disable_tqdm=True,
         save_only_model=False,
     )
-    pad_to = options.max_seq_len if options.batching == "pad_to_max" else None
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=Collator(pad_id, pad_to), callbacks=[Progress()])
+                      data_collator=collator, callbacks=[Progress()])
     checkpoint = last_checkpoint(folder) if options.resume else None
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
