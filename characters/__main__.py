@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from characters import cards
+from characters.cli import run_command
 from characters.files import atomic_write_bytes
 from characters.meta_prompt import meta_prompt
 from characters.store import CharacterStore
@@ -67,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", choices=("v2", "v3", "png"), default="v2")
     export.add_argument("--out", required=True)
     sub.add_parser("validate", help="check a card file").add_argument("file")
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, KeyError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    return run_command(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,11 @@ def unpack_cpu_4bit(model: torch.nn.Module) -> int:
         module.weight.quant_state = state
         count += 1
     return count
+
+
+def keep_cpu_4bit_unpacked(model: torch.nn.Module) -> None:
+    """For training: never repack. An evaluation pass (eval mode, no grad) would pack the weights,
+    and the training pass after it reads them as unpacked: the loss jumps from 0.5 to 18."""
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False

@@ -30,7 +30,7 @@ def tiny_dataset(data_dir):
     folder.mkdir(parents=True)
     rows = [{"messages": [{"role": "system", "content": "You are Ludwig van Beethoven."},
                           {"role": "user", "content": q}, {"role": "assistant", "content": a}],
-             "kind": "interview", "source": "facts"} for q, a in FACTS * 2]
+             "kind": "interview", "source": "facts"} for q, a in FACTS * 4]
     (folder / "dataset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "settings.json").write_text("{}")
     return folder
@@ -58,10 +58,13 @@ def test_labels_cover_only_the_characters_turns(engine):
 
 def test_a_few_real_4bit_steps_lower_the_loss_and_the_adapter_loads(tiny_dataset, data_dir, engine):
     folder = data_dir / "runs" / "tiny-run"
-    adapter = train(options(tiny_dataset, folder), folder)
+    # An evaluation at step 4 puts the model in eval mode between training steps (bitsandbytes would
+    # repack its CPU weights there and the next training steps would diverge).
+    adapter = train(options(tiny_dataset, folder, eval_split=0.2, eval_steps=4), folder)
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r.get("loss") is not None]
     assert len(losses) == 8 and sum(losses[-2:]) / 2 < 0.7 * sum(losses[:2]) / 2, losses
+    assert any(r.get("eval_loss") is not None for r in log)
     assert all(r["tokens_per_s"] >= 0 and "eta_s" in r and "learning_rate" in r for r in log)
     assert (adapter / "adapter_model.safetensors").is_file() and "Ludwig van Beethoven" in (
         adapter / "README.md").read_text()
@@ -91,7 +94,7 @@ def test_a_corrupt_dataset_line_fails_before_training_starts(tiny_dataset, data_
                             cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "SIMULACRA_DATA_DIR": str(data_dir)})
     assert result.returncode == 1
-    assert "line 13: not valid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert "line 25: not valid JSON" in result.stderr and "Traceback" not in result.stderr
     assert not (data_dir / "runs" / "bad" / "log.jsonl").exists()
 
 

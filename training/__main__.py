@@ -11,6 +11,8 @@ import sys
 
 from transformers import HfArgumentParser
 
+from characters.cli import run_command
+
 
 def experiences(argv: list[str]) -> int:
     from tqdm.auto import tqdm
@@ -82,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip(), file=sys.stderr)
         print(f"commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    try:
-        return COMMANDS[argv[0]](argv[1:])
-    except (ValueError, KeyError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    return run_command(COMMANDS[argv[0]], argv[1:])
 
 
 if __name__ == "__main__":

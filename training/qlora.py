@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from characters.files import atomic_write_json, atomic_write_text, data_dir, inside
+from engine.bnb_cpu import keep_cpu_4bit_unpacked
 
 PRESETS = {
     # Minutes on a 2-core CPU with the embedded model; enough for the facts to stick.
@@ -302,6 +303,7 @@ def train(options: RunOptions, folder: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(source, device_map=device_map, **kwargs)
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing)
+        keep_cpu_4bit_unpacked(model)
     elif options.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     torch.manual_seed(options.seed)
