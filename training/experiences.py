@@ -424,8 +424,7 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
         report(finished, total, f"writing experiences {finished + 1}–{finished + len(chunk)} of {len(tasks)}")
         task_sampling = SamplingOptions(**{**sampling.to_dict(), "seed": options.seed + start})
         replies = generator.complete([t[4] for t in chunk], task_sampling, stop)
-        if stop is not None and stop.is_set():
-            raise Stopped(str(out))
+        check_stop()  # a batch cut short by Stop is not kept: it is redone on resume
         kept, dropped = [], []
         for (task, kind, scene, item, _), reply in zip(chunk, replies):
             experience, reason = experience_from(reply, character, scene, kind, generator.name, task)

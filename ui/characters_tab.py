@@ -39,10 +39,6 @@ def paragraphs(text: str) -> list[str]:
 class Form:
     """The builder's fields, in one order, and the mapping to and from ``Character``."""
 
-    TEXT = ["name", "description", "personality", "scenario", "first_mes", "mes_example", "system_prompt",
-            "post_history_instructions", "creator_notes"]
-    SIMS_TEXT = ["gender", "age", "tone", "family", "social_relations", "living_conditions", "era"]
-
     def __init__(self):
         s = catalogue.skills()
         with gr.Row():

@@ -15,7 +15,7 @@ from engine import Engine
 from training.experiences import ExperienceOptions, Stopped, build_dataset, dataset_dir, read_jsonl
 from training.generators import LocalGenerator, OpenAIGenerator
 from training.jobs import JobManager
-from training.qlora import PRESETS, RunOptions
+from training.qlora import RunOptions, read_status, run_folder
 from ui.errors import shown
 
 RUN_SIZES = {"Quick demo — minutes on CPU": "quick", "Standard": "standard", "Paper-like": "paper"}
@@ -237,8 +237,6 @@ def build_runs(jobs: JobManager, character, dataset) -> dict:
         choices = [r["id"] for r in jobs.runs()]
         if not selected or selected not in choices:
             return gr.Dropdown(choices=choices), "", None, "", table()
-        from training.qlora import read_status, run_folder
-
         log = jobs.log(selected)
         status = read_status(run_folder(selected))
         points = [{"step": r["step"], "loss": r["loss"], "series": "train"} for r in log if r.get("loss") is not None]
