@@ -2,9 +2,12 @@
 # the stamp file makes a second run skip the install when nothing changed.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+CHROMIUM := /usr/bin/chromium
+# The browser test drives Debian's Chromium with Playwright (never a browser download).
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS    ?=
 
-.PHONY: setup run test bench clean
+.PHONY: setup browser run test bench clean
 
 $(STAMP): requirements.txt Makefile
 	test -x $(PY) || python3 -m venv .venv
@@ -15,10 +18,16 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
 run: setup
 	$(PY) app.py $(ARGS)
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests $(ARGS)
 
 bench: setup

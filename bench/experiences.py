@@ -1,6 +1,6 @@
 """Experience generation benchmark on the embedded 4-bit model.
 
-    .venv/bin/python bench/experiences.py [--prompts 8] [--skip-demo]
+    .venv/bin/python bench/experiences.py [--prompts 8] [--skip-demo] [--demo-out DIR]
 
 1. Batched against one-at-a-time generation of the same experience prompts, side by side in one
    run: generated tokens per second of each, and the ratio.
@@ -29,13 +29,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=160)
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--demo-out", default="", help="keep the demo dataset in this folder (default: removed)")
     args = parser.parse_args()
 
     from characters.scenes import scene_catalogue
     from characters.store import CharacterStore
     from engine import Engine, SamplingOptions
     from training.experiences import ExperienceOptions, build_dataset
-    from training.generators import LocalGenerator
+    from engine.generators import LocalGenerator
     from training.prompts import EXPERIENCE
 
     engine = Engine()
@@ -73,7 +74,7 @@ def main() -> None:
     print(f"\nbatched / one at a time: {results['batched_speedup']:.2f}×")
 
     if not args.skip_demo:
-        out = Path(tempfile.mkdtemp()) / "demo"
+        out = Path(args.demo_out) if args.demo_out else Path(tempfile.mkdtemp()) / "demo"
         options = ExperienceOptions(character=beethoven.name, scenes=40, protective=20, phrasings=3, batch_size=8)
         started = time.perf_counter()
         build_dataset(beethoven, LocalGenerator(engine, options.batch_size), options, out,
@@ -86,7 +87,8 @@ def main() -> None:
         print(f"\nDemo dataset (Beethoven: 40 experiences + 20 protective + interviews): {demo_s / 60:.1f} min, "
               f"{stats['examples']} examples {stats['by_source']}, dropped {stats['drops_by_reason']}, "
               f"scenes {stats['scenes_by_source']}")
-        shutil.rmtree(out.parent, ignore_errors=True)
+        if not args.demo_out:
+            shutil.rmtree(out.parent, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

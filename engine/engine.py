@@ -33,12 +33,13 @@ from characters.files import UnsafePathError, inside
 from engine.bnb_cpu import unpack_cpu_4bit
 from engine.model_source import model_cache_dir, resolve_model
 from engine.options import EngineOptions, SamplingOptions
-from engine.prefix_cache import PrefixCache
+from engine.prefix_cache import PrefixCache, common_prefix_of
 
 log = logging.getLogger(__name__)
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 PREFILL_CHUNK = 256  # prompt tokens per forward pass
+SHARED_PREFIX_MIN = 16  # a shorter shared prefix is not worth a separate pass
 
 
 class PromptTooLong(ValueError):
@@ -334,8 +335,10 @@ class Engine:
         """Replies to several conversations at once: one forward pass per token for the whole batch.
         A conversation ending with an assistant message is continued (the reply excludes that start).
 
-        Prompts are padded on the left; each row's positions count only its real tokens. Several
-        rows share the per-token overhead, which dominates on a small model."""
+        The prefix all prompts share (a system prompt, an instruction) is read once and its KV cache
+        copied to every row; the rest of each prompt is padded on the left of that row's own part,
+        with padding masked out and positions counting only real tokens. Several rows share the
+        per-token overhead, which dominates on a small model."""
         if not conversations:
             return []
         sampling = sampling or SamplingOptions()
@@ -346,30 +349,43 @@ class Engine:
         prompts = [self.fit(messages, sampling.max_new_tokens, continue_last=messages[-1]["role"] == "assistant")
                    for messages in conversations]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        width = max(map(len, prompts))
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        shared = min(common_prefix_of(prompts), min(map(len, prompts)) - 1)  # every row keeps a token to read
         cache = DynamicCache(config=self.base_model.config)
+        if shared >= SHARED_PREFIX_MIN:
+            _, cache = self._read(prompts[0][:shared], cache, adapter)
+            cache.batch_repeat_interleave(len(prompts))
+        else:
+            shared = 0
+        rests = [p[shared:] for p in prompts]
+        width = max(map(len, rests))
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests])
+        mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         pick = self._sampler(sampling)
-        context, done = input_ids, torch.zeros(len(prompts), dtype=torch.bool)
+        # The sampler's repetition penalty looks at the whole prompt, the shared part included.
+        context = torch.cat([torch.tensor([prompts[0][:shared]] * len(prompts), dtype=torch.long), input_ids], dim=1)
         generated: list[list[int]] = [[] for _ in prompts]
         eos = torch.tensor(sorted(self.eos_ids))
         logits, cache = self._forward(input_ids, cache, adapter, attention_mask=mask, position_ids=positions)
+        rows = list(range(len(prompts)))  # the conversation of each row still in the batch
         for _ in range(sampling.max_new_tokens):
             tokens = pick(context, logits)
-            tokens = torch.where(done, torch.tensor(pad), tokens)
-            done |= torch.isin(tokens, eos)
-            for row, token in enumerate(tokens.tolist()):
-                if not done[row]:
+            done = torch.isin(tokens, eos)
+            for row, token, finished in zip(rows, tokens.tolist(), done.tolist()):
+                if not finished:
                     generated[row].append(token)
             if bool(done.all()) or (stop is not None and stop.is_set()):
                 break
+            if bool(done.any()):  # finished rows leave the batch, so the next steps cost less
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows = [rows[i] for i in keep.tolist()]
+                tokens, context, mask, positions = tokens[keep], context[keep], mask[keep], positions[keep]
             context = torch.cat([context, tokens[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
             logits, cache = self._forward(tokens[:, None], cache, adapter, attention_mask=mask, position_ids=positions)
         if stats is not None:
-            stats.update(prompt_tokens=sum(map(len, prompts)), new_tokens=sum(map(len, generated)),
+            stats.update(prompt_tokens=sum(map(len, prompts)), shared_tokens=shared, new_tokens=sum(map(len, generated)),
                          seconds=time.perf_counter() - started)
         return [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]

@@ -23,6 +23,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def common_prefix_of(prompts: list[list[int]]) -> int:
+    """Length of the prefix all ``prompts`` share."""
+    return min((common_prefix(prompts[0], p) for p in prompts[1:]), default=len(prompts[0]) if prompts else 0)
+
+
 class PrefixCache:
     def __init__(self, capacity: int = 16, min_reuse: int = 16):
         self.capacity = capacity

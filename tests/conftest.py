@@ -31,6 +31,25 @@ def engine(tmp_path_factory):
     return Engine(adapters_dir=tmp_path_factory.mktemp("runs"))
 
 
+@pytest.fixture(scope="session")
+def adapter_dir(engine):
+    """A freshly initialised LoRA with non-zero B (so it changes the output), saved as safetensors."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(engine.source, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    folder = engine.adapters_dir / "random-lora" / "adapter"  # where a training run puts its adapter
+    lora.save_pretrained(folder)
+    assert (folder / "adapter_model.safetensors").is_file()
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

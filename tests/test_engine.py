@@ -81,24 +81,6 @@ def test_invalid_sampling_values_are_refused(values):
         SamplingOptions.from_values(**values)
 
 
-@pytest.fixture(scope="module")
-def adapter_dir(engine):
-    """A freshly initialised LoRA with non-zero B (so it changes the output), saved as safetensors."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(engine.source, dtype=torch.float32)
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    for name, param in lora.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
-    folder = engine.adapters_dir / "random-lora" / "adapter"  # where a training run puts its adapter
-    lora.save_pretrained(folder)
-    assert (folder / "adapter_model.safetensors").is_file()
-    return folder
-
-
 def fresh(engine, messages, adapter=None):
     """Greedy output without KV reuse: a reused prefix is numerically close, not bit-equal."""
     engine.prefix_cache.clear()

@@ -17,7 +17,7 @@ from engine import SamplingOptions
 from training.experiences import (ExperienceOptions, Stopped, build_dataset, era_end, experience_from,
                                   fact_questions, grounded_interviews, load_examples, parse_dialogue, read_jsonl,
                                   to_example, unknowable)
-from training.generators import GeneratorError, LocalGenerator, OpenAIGenerator
+from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "outputs"
 
@@ -98,7 +98,9 @@ def test_fact_questions_and_grounded_interviews(beethoven):
                                                                              "Tell me about your mother."]
     assert fact_questions("My sons are Lamprocles, Sophroniscus and Menexenus.")[0] == "Who are your sons?"
     assert fact_questions("My capital is Alexandria.")[0] == "What is your capital?"
-    assert "Is it true that you moved to Vienna in 1792?" in fact_questions("I moved to Vienna in 1792.")
+    assert fact_questions("I moved to Vienna in 1792.") == ["What can you tell me about Vienna?",
+                                                           "What happened to you in 1792?"]
+    assert fact_questions("I have never married.")[0] == "Is it true that you have never married?"
     items = grounded_interviews(beethoven, 3, random.Random(0))
     assert len(items) == sum(min(3, len(fact_questions(f))) for f in beethoven.sims.facts)
     assert len(items) >= 2 * len(beethoven.sims.facts)
@@ -160,7 +162,7 @@ def test_pipeline_counts_drops_and_writes_the_dataset(beethoven, data_dir):
     assert stats["drops_by_reason"]["knew_the_unknowable"] == 2
     assert stats["drops_by_reason"]["too_few_turns"] >= 1
     assert stats["by_kind"]["experience"] + stats["drops_by_reason"]["too_few_turns"] == 6
-    assert stats["by_kind"]["interview"] == 2 * len(beethoven.sims.facts)
+    assert stats["by_kind"]["interview"] == sum(min(2, len(fact_questions(f))) for f in beethoven.sims.facts)
     examples = load_examples(out)
     assert len(examples) == stats["examples"]
     assert json.loads((out / "settings.json").read_text())["scenes"] == 6
@@ -286,9 +288,14 @@ def test_batched_generation_matches_one_at_a_time_in_fp32():
                      [{"role": "system", "content": "You are Socrates of Athens, a philosopher."},
                       {"role": "user", "content": "What is virtue? Answer in one sentence, my friend."}],
                      [{"role": "user", "content": "Hi!"}]]
+    system = {"role": "system", "content": "You are Socrates of Athens, a philosopher who answers with questions."}
+    sharing = [[system, {"role": "user", "content": question}]
+               for question in ("What is virtue?", "Who was your teacher, and what did he teach you?", "Hi!")]
     greedy = SamplingOptions(temperature=0, max_new_tokens=16)
-    single = [engine.generate(c, greedy) for c in conversations]
-    assert engine.generate_batch(conversations, greedy) == single
+    for batch in (conversations, sharing):  # no shared prefix; a shared system prompt read once
+        stats = {}
+        assert engine.generate_batch(batch, greedy, stats=stats) == [engine.generate(c, greedy) for c in batch]
+    assert stats["shared_tokens"] > 16
 
 
 def test_the_real_model_generates_a_small_dataset_end_to_end(engine, beethoven, data_dir):

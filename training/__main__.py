@@ -20,7 +20,7 @@ def experiences(argv: list[str]) -> int:
     from characters.store import CharacterStore
     from engine import EngineOptions
     from training.experiences import ExperienceOptions, build_dataset, dataset_dir
-    from training.generators import LocalGenerator, OpenAIGenerator
+    from engine.generators import LocalGenerator, OpenAIGenerator
 
     parser = HfArgumentParser((ExperienceOptions, EngineOptions), prog="python -m training experiences")
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)

@@ -231,6 +231,10 @@ PEOPLE = {"father", "mother", "wife", "husband", "son", "daughter", "brother", "
           "follower", "enemy", "uncle", "aunt", "patron", "master", "student", "pupil", "cat", "dog"}
 
 
+NOT_PROPER_NAMES = {"I", "My", "In", "The", "January", "February", "March", "April", "May", "June", "July", "August",
+             "September", "October", "November", "December"}
+
+
 def fact_questions(fact: str) -> list[str]:
     """Questions whose answer is ``fact`` (written in the first person), most specific first."""
     questions = []
@@ -239,14 +243,20 @@ def fact_questions(fact: str) -> list[str]:
         questions += ["Where were you born?", "When and where were you born?", "Tell me about your birth."]
     mine = re.match(r"^My ([\w' -]{2,40}?) (?:is|are|was|were) ", fact)
     if mine:
-        thing = re.split(r" (?=[A-Z])", mine.group(1))[0]  # "father Johann …" → "father"
+        thing = mine.group(1)
+        if thing[0].islower():
+            thing = re.split(r" (?=[A-Z])", thing)[0]  # "father Johann …" → "father"; "Third Symphony" stays
         who = thing.split()[-1].rstrip("s") in PEOPLE
         questions += [f"{'Who' if who else 'What'} {'are' if thing.endswith('s') else 'is'} your {thing}?",
                       f"Tell me about your {thing}."]
-    names = [n for n in re.findall(r"\b[A-Z][a-zà-ÿ]+(?: [A-Z][a-zà-ÿ]+)*", fact) if n not in ("I", "My", "In", "The")]
-    if names:
-        questions.append(f"What can you tell me about {names[-1]}?")
-    questions += [f"Is it true that {second_person(fact)}?", f"People say that {second_person(fact)}. Is that so?"]
+    names = [re.sub(r"^(?:In|The|My) ", "", n) for n in re.findall(r"\b[A-Z][a-zà-ÿ]+(?: [A-Z][a-zà-ÿ]+)*", fact)]
+    names = list(dict.fromkeys(n for n in names if n not in NOT_PROPER_NAMES))
+    questions += [f"What can you tell me about {name}?" for name in reversed(names[-2:])]
+    questions += [f"What happened to you in {year}?" for year in re.findall(r"\b\d{3,4}(?: BC)?\b", fact)]
+    if not questions:
+        # Only where no open question fits: a model trained on many "Is it true …? Yes." answers learns
+        # to say yes to anything, anachronisms included.
+        questions += [f"Is it true that {second_person(fact)}?", f"People say that {second_person(fact)}. Is that so?"]
     return questions
 
 
@@ -376,12 +386,14 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
         paragraphs = rng.sample(contexts, min(len(contexts), needed))  # no more prompts than scenes needed
         per = min(5, -(-needed // len(paragraphs)))
         replies = generator.complete([scene_messages(character, c, per) for c in paragraphs],
-                                     SamplingOptions(temperature=0.9, top_p=0.95, max_new_tokens=min(600, 130 * per),
+                                     SamplingOptions(temperature=0.9, top_p=0.95, max_new_tokens=min(480, 96 * per),
                                                      seed=options.seed + attempt))
         new = [s for reply in replies for s in parse_scenes(reply)][:needed]
         append_jsonl(out / "scenes.jsonl", [{**s.to_dict(), "source": "generated"} for s in new])
         scenes += new
         attempt += 1
+        if len(new) < needed // 2:
+            break  # a generator that wrote less than half of what was asked will not do better when asked again
     if len(scenes) < options.scenes:  # a small generator wrote too few: borrow real-world scenes
         borrowed = [s for s in scene_catalogue()[1:]]
         rng.shuffle(borrowed)

@@ -10,16 +10,13 @@ from characters.chats import ChatStore
 from characters.store import CharacterStore
 from engine import Engine
 from training.qlora import run_folder
-from ui import characters_tab, chat_tab, scenes_tab, training_tab
+from ui import characters_tab, chat_tab, interview_tab, scenes_tab, training_tab
 from ui.errors import shown
 
 # Chat streams interleave token by token on the shared model, so several may run at once;
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
-
-PLANNED = {"Interview": "Interview a character before and after training and compare the scores."}
-
 
 def build_app(engine: Engine) -> gr.Blocks:
     characters, chats = CharacterStore(), ChatStore()
@@ -36,10 +33,10 @@ def build_app(engine: Engine) -> gr.Blocks:
             with gr.Tab("Training", id="training"):
                 training = training_tab.build(engine, characters)
             with gr.Tab("Interview", id="interview"):
-                gr.Markdown(PLANNED["Interview"])
-        # The character chosen in the Characters tab follows into Scenes and Chat.
-        built["picker"].change(lambda name: (name, name, name), built["picker"],
-                               [scenes["character"], chat["character"], training["character"]],
+                interviews = interview_tab.build(engine, characters)
+        # The character chosen in the Characters tab follows into the other tabs.
+        built["picker"].change(lambda name: (name,) * 4, built["picker"],
+                               [scenes["character"], chat["character"], training["character"], interviews["character"]],
                                api_visibility="private")
         scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
 
@@ -57,7 +54,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         fn, inputs, outputs = chat["start"]
         training["chat_with"].click(shown(chat_with_run), training["run"], [chat["character"], chat["adapter"], tabs],
                                     api_name="chat_with_run").then(fn, inputs, outputs, api_visibility="private")
-        for part in (built, scenes, chat, training):
+        for part in (built, scenes, chat, training, interviews):
             fn, inputs, outputs = part["on_load"]
             demo.load(fn, inputs, outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -13,9 +11,10 @@ from characters.files import data_dir, inside, safe_child
 from characters.store import CharacterStore
 from engine import Engine
 from training.experiences import ExperienceOptions, Stopped, build_dataset, dataset_dir, read_jsonl
-from training.generators import LocalGenerator, OpenAIGenerator
+from engine.generators import LocalGenerator, OpenAIGenerator
 from training.jobs import JobManager
 from training.qlora import RunOptions, read_status, run_folder
+from ui.background import Background, request_stop
 from ui.errors import shown
 
 RUN_SIZES = {"Quick demo — minutes on CPU": "quick", "Standard": "standard", "Paper-like": "paper"}
@@ -105,40 +104,25 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
             raise gr.Error("Choose the dataset to resume.")
         gen = LocalGenerator(engine, options.batch_size) if who == "local" else OpenAIGenerator(
             options.base_url, options.api_model, options.api_key_env, options.max_in_flight)
-        stop_now = threading.Event()
-        state = {"done": 0, "total": 1, "message": "starting", "error": None}
 
-        def report(done, total, message):
-            state.update(done=done, total=total, message=message)
-
-        def work():
+        def work(report, stop_now):
             try:
                 build_dataset(char, gen, options, out, report, stop_now,
                               count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))
             except Stopped:
-                state["message"] = "stopped"
-            except Exception as err:  # shown to the visitor below; the partial files stay for a resume
-                state["error"] = err
+                return "stopped"
+            return "done"
 
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
+        job = Background(work)
         listed = sorted({*datasets_of(char.name), out.name}, reverse=True)  # its settings.json may not exist yet
-        yield stop_now, f"Started **{out.name}**…", gr.Dropdown(choices=listed, value=out.name)
-        while worker.is_alive():
-            progress(state["done"] / max(1, state["total"]), desc=state["message"])
-            time.sleep(0.5)
+        yield job.stop, f"Started **{out.name}**…", gr.Dropdown(choices=listed, value=out.name)
+        for _ in job.follow(progress):
             kept = len(read_jsonl(out / "experiences.jsonl"))
-            yield stop_now, f"{state['message']} — {kept} experiences kept so far", gr.Dropdown()
-        if state["error"] is not None:
-            raise gr.Error(f"Generation failed: {state['error']}. What was made is kept; tick Resume to go on.")
-        done_text = "Stopped; tick *Resume* to continue." if state["message"] == "stopped" else "Done."
+            yield job.stop, f"{job.message} — {kept} experiences kept so far", gr.Dropdown()
+        if job.error is not None:
+            raise gr.Error(f"Generation failed: {job.error}. What was made is kept; tick Resume to go on.")
+        done_text = "Stopped; tick *Resume* to continue." if job.result == "stopped" else "Done."
         yield None, done_text, gr.Dropdown(choices=datasets_of(char.name), value=out.name)
-
-    def request_stop(event):
-        if isinstance(event, threading.Event):
-            event.set()
-            return "Stopping after the current batch…"
-        return "Nothing is running."
 
     def show(name, selected):
         if not selected:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from engine import Engine, SamplingOptions
+from engine.engine import Engine
+from engine.options import SamplingOptions
 
 
 class GeneratorError(RuntimeError):

@@ -1,0 +1,75 @@
+"""`python -m evaluation interview --character NAME [--adapter RUN_ID_OR_PATH] [--questions FILE]
+[--mode single|multi] [--judge none|openai] [--seed S] --out report.json`
+`python -m evaluation compare A.json B.json [...] --out DIR`
+
+Every option of InterviewOptions and EngineOptions is a flag (see --help). Errors exit
+non-zero with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transformers import HfArgumentParser
+
+from characters.cli import run_command
+
+
+def interview(argv: list[str]) -> int:
+    from tqdm.auto import tqdm
+
+    from characters.files import data_dir
+    from characters.store import CharacterStore
+    from engine import Engine, EngineOptions
+    from evaluation.interview import InterviewOptions, interview as run_interview, resolve_questions
+    from evaluation.report import table, write_report
+
+    parser = HfArgumentParser((InterviewOptions, EngineOptions), prog="python -m evaluation interview")
+    options, engine_options = parser.parse_args_into_dataclasses(args=argv)
+    if not options.character or not options.out:
+        raise ValueError("--character and --out are needed")
+    character = CharacterStore().load(options.character)
+    questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
+    engine = Engine(engine_options, adapters_dir=data_dir() / "runs")
+    bar = tqdm(total=len(questions), unit="question")
+
+    def progress(done, total, message):
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    report = run_interview(engine, character, options, questions, source, progress)
+    bar.close()
+    write_report(report, options.out)
+    for metric, better, value in table([report]):
+        print(f"{metric:>17} {better} {value}")
+    print(options.out)
+    return 0
+
+
+def compare(argv: list[str]) -> int:
+    from evaluation.report import compare as write_comparison
+
+    parser = argparse.ArgumentParser(prog="python -m evaluation compare")
+    parser.add_argument("reports", nargs="+", help="two or more report JSON files")
+    parser.add_argument("--out", required=True, help="folder for comparison.md and comparison.png")
+    args = parser.parse_args(argv)
+    md, png = write_comparison(args.reports, args.out)
+    print(md.read_text(encoding="utf-8").split("\n## ")[0])
+    print(png)
+    return 0
+
+
+COMMANDS = {"interview": interview, "compare": compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return run_command(COMMANDS[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

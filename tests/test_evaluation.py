@@ -1,0 +1,256 @@
+"""The interview playground: metric contrast cases, question files, reports, a real interview, compare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from characters.store import CharacterStore
+from evaluation import metrics
+from evaluation.interview import InterviewOptions, interview, multi_turn_script
+from evaluation.judge import parse_scores
+from evaluation.questions import (Question, QuestionError, load_questions, parse_bytes, parse_questions,
+                                  question_set, shipped_sets)
+from evaluation.report import ReportError, compare, markdown, read_report, write_report
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+BORN = Question("In which town did you come into the world?", expected_any=["Bonn"])
+PROBE = Question("Write me a short Python function that adds two numbers.", topic_id="topic-4",
+                 forbidden_any=["def ", "return "])
+
+
+@pytest.fixture(scope="module")
+def beethoven():
+    return CharacterStore().load("Ludwig van Beethoven")
+
+
+# ---- metrics: each with a contrast case that must score worse ---------------------------------
+
+def test_memorization_needs_an_accepted_answer_as_a_whole_word():
+    assert metrics.memorized("I was born in Bonn, on the Rhine.", BORN) is True
+    assert metrics.memorized("I was born in Vienna.", BORN) is False
+    assert metrics.memorized("Bonnet makers taught me.", BORN) is False  # not a word of its own
+    assert metrics.memorized("anything", Question("What matters to you?")) is None  # no reference: not scored
+
+
+@pytest.mark.parametrize("answer", [
+    "Python? A snake? I know of no such thing, friend. Ask me of my symphonies.",
+    "What is this 'function' you speak of? I write music, not riddles.",
+])
+def test_protection_holds_for_a_puzzled_answer(answer):
+    assert metrics.protected(answer, PROBE) is True
+
+
+@pytest.mark.parametrize("answer", [
+    "```python\ndef add(a, b):\n    return a + b\n```",             # code
+    "Here is how: you can use the plus operator in Python.",          # explaining
+    "Sure! Adding numbers is easy.",                                   # taking it for granted
+    "As an AI language model, I can write that for you.",             # breaking character
+    "Call `add(2, 3)` and it gives five.",                            # inline code
+])
+def test_protection_fails_for_knowledge_explanation_acceptance_or_a_break(answer):
+    assert metrics.protected(answer, PROBE) is False
+
+
+def test_protection_applies_to_probes_only():
+    assert metrics.protected("Yes, of course.", BORN) is None
+
+
+@pytest.mark.parametrize("answer, broken", [
+    ("I am an AI language model and cannot have a birthplace.", True),
+    ("As an AI, I don't have memories.", True),
+    ("I'm just a helpful assistant.", True),
+    ("I was born in Bonn. My assistant Schindler keeps my papers.", False),
+    ("An AI? I do not know the word.", False),
+])
+def test_character_breaks(answer, broken):
+    assert metrics.breaks_character(answer) is broken
+
+
+@pytest.mark.parametrize("answer, bad", [
+    ("I was born in Bonn in 1770, and I moved to Vienna in 1792.", False),
+    ("", True),
+    ("Bonn.", True),
+    ("no one but Mozart. Mozart: no one but Mozart. Mozart: no one but Mozart. Mozart: no one but Mozart.", True),
+    ("Applause.\nApplause.\nApplause.\nApplause.", True),
+])
+def test_degeneration(answer, bad):
+    assert metrics.degenerate(answer) is bad
+
+
+def test_consistency_needs_the_same_accepted_answer_twice(beethoven):
+    assert metrics.consistent("Bonn, of course.", "I come from Bonn.", BORN, beethoven)
+    assert not metrics.consistent("Bonn, of course.", "I was born in Vienna.", BORN, beethoven)
+    assert not metrics.consistent("I do not remember.", "Who knows?", BORN, beethoven)  # nothing to agree on
+    assert not metrics.consistent("Bonn.", "My name is Wolfgang and I come from Bonn.", BORN, beethoven)
+
+
+def test_aggregates_are_shares_over_the_questions_they_apply_to(beethoven):
+    results = [{"scores": metrics.score(a, q), "other_name": False}
+               for a, q in [("Bonn.", BORN), ("Vienna, I think, a long time ago.", BORN),
+                            ("A python? Never heard of it.", PROBE), ("def add(a, b): return a + b", PROBE)]]
+    figures = metrics.aggregate(results, [{"consistent": True}, {"consistent": False}])
+    assert figures["memorization"] == 0.5 and figures["memorization_n"] == 2
+    assert figures["protection"] == 0.5 and figures["protection_n"] == 2
+    assert figures["consistency"] == 0.5 and figures["degeneration"] == 0.25
+
+
+def test_judge_scores_are_parsed_and_out_of_range_refused():
+    text = "memorization: 6\nValues - 5\npersonality: 9\nhallucination: 7"
+    assert parse_scores(text) == {"memorization": 6, "values": 5, "personality": None, "hallucination": 7,
+                                  "stability": None}
+
+
+# ---- question sets -----------------------------------------------------------------------------
+
+def test_every_preset_has_a_question_set_with_probes_and_references():
+    presets = CharacterStore().presets()
+    from characters.files import slugify
+
+    assert {slugify(name) for name in presets} <= set(shipped_sets())
+    for name in shipped_sets():
+        questions = question_set(name)
+        assert len(questions) >= 25, name
+        assert {q.topic_id for q in questions} == {"topic-1", "topic-2", "topic-3", "topic-4"}, name
+        probes = [q for q in questions if q.is_probe]
+        assert len(probes) >= 8 and all(q.forbidden_any for q in probes), name
+        assert sum(bool(q.expected_any) for q in questions) >= 10, name
+        assert any(q.same_as for q in questions), name
+
+
+def test_a_paper_format_file_loads_and_keeps_extra_keys(tmp_path):
+    paper = [{"topic_id": "topic-1", "topic": "personal information and past experiences",
+              "question": "Can you tell me about your childhood in Bonn?", "id": 7},
+             {"topic_id": "topic-4", "topic": "questions that are hard to answer without breaking character",
+              "question": "What do you think of the Beatles?"}]
+    path = tmp_path / "generated_agent_interview_Beethoven.json"
+    path.write_text(json.dumps(paper))
+    questions = load_questions(path)
+    assert [q.question for q in questions] == [p["question"] for p in paper]
+    assert questions[0].extra == {"id": 7} and questions[0].to_dict()["id"] == 7
+    assert questions[1].is_probe
+    lines = tmp_path / "q.jsonl"
+    lines.write_text("\n".join(json.dumps(p) for p in paper))
+    assert len(load_questions(lines)) == 2
+
+
+@pytest.mark.parametrize("items, message", [
+    ([], "non-empty JSON list"),
+    ([{"topic_id": "topic-1"}], "'question' must be"),
+    ([{"question": "Hi?", "expected_any": [1, 2]}], "expected_any must be"),
+    (["just a string"], "expected an object"),
+    ([{"question": "x" * 3000}], "at most"),
+    ([{"question": "A?", "same_as": "B?"}], "names no question"),
+])
+def test_bad_question_files_say_what_is_wrong(items, message):
+    with pytest.raises(QuestionError, match=message):
+        parse_questions(items)
+
+
+def test_oversized_or_broken_uploads_are_refused():
+    with pytest.raises(QuestionError, match="bytes"):
+        parse_bytes(b"[" + b" " * 3_000_000 + b"]")
+    with pytest.raises(QuestionError, match="neither JSON"):
+        parse_bytes(b"{not json")
+    with pytest.raises(QuestionError, match="unknown question set"):
+        question_set("../../etc/passwd")
+
+
+def test_multi_turn_script_asks_a_fact_again_at_the_end():
+    questions = question_set("ludwig-van-beethoven")
+    script = multi_turn_script(questions, 6)
+    assert len(script) == 6
+    assert script[-1].same_as == script[0].question
+
+
+# ---- a real interview on the embedded model -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    path = tmp_path_factory.mktemp("q") / "small.json"
+    items = [q.to_dict() for q in question_set("ludwig-van-beethoven")]
+    chosen = [items[0], items[1], items[-1], items[-3]]  # a pair asking the birthplace twice, two probes
+    path.write_text(json.dumps(chosen))
+    return path
+
+
+def test_a_real_single_turn_interview_writes_a_complete_report(engine, beethoven, small_set, adapter_dir, tmp_path):
+    options = InterviewOptions(character=beethoven.name, questions=str(small_set), max_new_tokens=24, batch_size=2)
+    report = interview(engine, beethoven, options)
+    assert report["complete"] and len(report["results"]) == 4
+    for result in report["results"]:
+        assert {"question", "answer", "scores", "topic_id"} <= set(result)
+        assert result["answer"]  # the model said something
+        assert {"memorized", "protected", "breaks_character", "degenerate"} <= set(result["scores"])
+    assert report["pairs"] and report["aggregates"]["memorization_n"] == 2
+    assert report["aggregates"]["protection_n"] == 2
+    assert report["settings"]["questions_source"] == str(small_set) and report["judge"]["kind"] == "none"
+    # The same questions through an adapter folder: another model, another label, the same schema.
+    trained = interview(engine, beethoven, InterviewOptions(character=beethoven.name, questions=str(small_set),
+                                                            adapter=str(adapter_dir.parent), max_new_tokens=24))
+    assert trained["label"] == "random-lora" and trained["settings"]["adapter_name"]
+    assert [r["answer"] for r in trained["results"]] != [r["answer"] for r in report["results"]]
+    a, b = write_report(report, tmp_path / "a.json"), write_report(trained, tmp_path / "b.json")
+    md, png = compare([a, b], tmp_path / "cmp")
+    text = md.read_text()
+    assert "| memorization | ↑ |" in text and "base model" in text and "random-lora" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert markdown([read_report(a)]).count("\n| ") >= 6
+
+
+def test_a_stopped_interview_reports_what_was_answered(engine, beethoven, small_set):
+    import threading
+
+    stop = threading.Event()
+    calls = []
+
+    def progress(done, total, message):
+        calls.append(done)
+        stop.set()  # after the first batch
+
+    options = InterviewOptions(character=beethoven.name, questions=str(small_set), max_new_tokens=8, batch_size=2)
+    report = interview(engine, beethoven, options, progress=progress, stop=stop)
+    assert calls == [2] and not report["complete"] and len(report["results"]) == 2
+
+
+def test_multi_turn_interview_keeps_the_conversation(engine, beethoven):
+    options = InterviewOptions(character=beethoven.name, mode="multi", turns=3, max_new_tokens=16)
+    report = interview(engine, beethoven, options)
+    assert len(report["results"]) == 3 and len(report["pairs"]) == 1
+    assert report["results"][-1]["question"] != report["results"][0]["question"]
+
+
+def test_compare_refuses_what_is_not_a_report(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(ReportError, match="not an interview report"):
+        compare([bad, bad], tmp_path / "out")
+
+
+def test_cli_fails_with_one_line_for_a_bad_question_file(tmp_path):
+    bad = tmp_path / "q.json"
+    bad.write_text('[{"topic_id": "topic-1"}]')
+    done = subprocess.run([sys.executable, "-m", "evaluation", "interview", "--character", "Ludwig van Beethoven",
+                           "--questions", str(bad), "--out", str(tmp_path / "r.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: q.json, question 1: 'question' must be")
+
+
+def test_the_interview_tab_through_the_api(app_url, small_set):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url[0], verbose=False)
+    status, scores, _, answers, files = client.predict(
+        "Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)), "single", 4,
+        api_name="/interview")
+    assert status.startswith("Done: 4 questions × 1 model")
+    assert [row[0] for row in scores["data"]][:2] == ["memorization", "protection"]
+    assert len(answers["data"]) == 4 and answers["headers"] == ["question", "base model"]
+    names = sorted(__import__("pathlib").Path(f).name for f in files)
+    assert names == ["base model.json", "comparison.md", "comparison.png"]
+    saved = list((app_url[1] / "interviews" / "ludwig-van-beethoven").glob("*/base model.json"))
+    assert saved and read_report(saved[0])["settings"]["questions_source"] == "upload"

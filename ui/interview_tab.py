@@ -1,0 +1,121 @@
+"""The Interview tab: interview a character with the base model and trained adapters, side by side."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from characters.files import data_dir, inside, safe_child
+from characters.store import CharacterStore
+from engine import Engine
+from evaluation.interview import InterviewOptions, interview
+from evaluation.questions import QuestionError, parse_bytes, question_set, set_for, shipped_sets
+from evaluation.report import cell, chart, label_of, save_comparison, table, write_report
+from ui.background import Background, request_stop
+from ui.errors import shown
+
+BASE = "base model"
+OWN_SET = "the character's own set"
+UPLOADED = "the uploaded file"
+
+
+def interviews_dir(character: str):
+    return safe_child(data_dir() / "interviews", character)
+
+
+def build(engine: Engine, characters: CharacterStore) -> dict:
+    gr.Markdown("Interview a character before and after training. Scores come from exact references in the "
+                "question set (accepted answers, content the character cannot know), not from a model: the "
+                "embedded 135M model is not a credible judge. Definitions are in the README.")
+    with gr.Row():
+        character = gr.Dropdown(characters.names(), value="Ludwig van Beethoven", label="Character", scale=2)
+        models = gr.CheckboxGroup([BASE, *engine.available_adapters()], value=[BASE],
+                                  label="Models (the base model and trained adapters)", scale=3)
+        refresh = gr.Button("Refresh adapters", scale=1)
+    with gr.Row():
+        question_choice = gr.Dropdown([OWN_SET, *shipped_sets(), UPLOADED], value=OWN_SET, label="Question set")
+        upload = gr.File(label="Question file (JSON list or JSON lines, Character-LLM format)",
+                         file_types=[".json", ".jsonl"], type="binary")
+        mode = gr.Radio(["single", "multi"], value="single", label="Interview",
+                        info="single: each question alone · multi: one conversation that asks a fact twice")
+        turns = gr.Slider(2, 40, value=12, step=1, label="Turns (multi)")
+    with gr.Row():
+        start = gr.Button("Run the interview", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown()
+    scores = gr.Dataframe(headers=["metric", "better", BASE], label="Scores", interactive=False)
+    plot = gr.Plot(label="Scores")
+    transcripts = gr.Dataframe(headers=["question", BASE], label="Answers side by side (✓ accepted answer, "
+                               "🛡 protected, ⚠AI character break, ↻ degenerate)", interactive=False, wrap=True)
+    download = gr.File(label="Reports (JSON per model, comparison as Markdown and PNG)", file_count="multiple",
+                       interactive=False)
+    stop_event = gr.State(None)
+
+    def questions_of(name: str, choice: str, data: bytes | None):
+        if choice == UPLOADED:
+            if not data:
+                raise QuestionError("Upload a question file first.")
+            return parse_bytes(data), "upload"
+        if choice == OWN_SET:
+            own = set_for(name)
+            if own is None:
+                raise QuestionError(f"{name} has no question set of its own: choose another set or upload one.")
+            return question_set(own), own
+        return question_set(choice), choice  # unknown names are refused there
+
+    def run(name, chosen, choice, data, how, n_turns, progress=gr.Progress()):
+        char = characters.load(name)
+        chosen = list(dict.fromkeys(chosen or []))
+        allowed = [BASE, *engine.available_adapters()]
+        unknown = [m for m in chosen if m not in allowed]
+        if unknown or not chosen:
+            raise gr.Error(f"Choose models among: {', '.join(allowed)}" + (f" (unknown: {unknown})" if unknown else ""))
+        questions, source = questions_of(char.name, choice, data)
+        options = [InterviewOptions(character=char.name, adapter="" if m == BASE else m, mode=how, turns=int(n_turns))
+                   for m in chosen]
+
+        def work(report, stop_now):
+            reports = []
+            for i, opts in enumerate(options):
+                def each(done, total, message, i=i, label=opts.adapter or BASE):
+                    report(i * total + done, len(options) * total, f"{label}: {message}")
+                reports.append(interview(engine, char, opts, questions, source, each, stop_now))
+                if stop_now.is_set():
+                    break
+            return reports
+
+        job = Background(work)
+        yield job.stop, "Interviewing…", gr.Dataframe(), None, gr.Dataframe(), None
+        for _ in job.follow(progress):
+            yield job.stop, f"Interviewing… {job.message}", gr.Dataframe(), None, gr.Dataframe(), None
+        if job.error is not None:
+            raise gr.Error(f"The interview failed: {job.error}")
+        reports = job.result or []
+        if not reports:
+            yield None, "Stopped before any answer.", gr.Dataframe(), None, gr.Dataframe(), None
+            return
+        folder = inside(interviews_dir(char.name), time.strftime("%Y%m%d-%H%M%S"))
+        files = [str(write_report(r, folder / f"{label_of(r).replace('/', '-')}.json")) for r in reports]
+        files += [str(path) for path in save_comparison(reports, folder)]
+        labels = [label_of(r) for r in reports]
+        answers = [{r["question"]: r for r in report["results"]} for report in reports]
+        rows = [[q["question"], *[cell(a[q["question"]], 400) if q["question"] in a else "–" for a in answers]]
+                for q in reports[0]["results"]]
+        complete = all(r["complete"] for r in reports)
+        seconds = sum(r["seconds"] for r in reports)
+        text = (f"{'Done' if complete else 'Stopped'}: {len(reports[0]['results'])} questions × {len(reports)} "
+                f"model(s) in {seconds:.0f} s. Reports saved in `{folder.relative_to(data_dir())}`.")
+        yield (None, text, gr.Dataframe(value=table(reports), headers=["metric", "better", *labels]), chart(reports),
+               gr.Dataframe(value=rows, headers=["question", *labels]), files)
+
+    def adapters():
+        return gr.CheckboxGroup(choices=[BASE, *engine.available_adapters()])
+
+    outputs = [stop_event, status, scores, plot, transcripts, download]
+    start.click(shown(run), [character, models, question_choice, upload, mode, turns], outputs,
+                api_name="interview")
+    stop.click(request_stop, stop_event, status, api_name="stop_interview")
+    refresh.click(adapters, None, models, api_name="interview_adapters")
+    upload.upload(lambda data: UPLOADED if data else OWN_SET, upload, question_choice, api_visibility="private")
+    return {"character": character, "models": models, "on_load": (adapters, [], [models])}
