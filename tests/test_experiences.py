@@ -98,8 +98,11 @@ def test_fact_questions_and_grounded_interviews(beethoven):
                                                                              "Tell me about your mother."]
     assert fact_questions("My sons are Lamprocles, Sophroniscus and Menexenus.")[0] == "Who are your sons?"
     assert fact_questions("My capital is Alexandria.")[0] == "What is your capital?"
-    assert fact_questions("I moved to Vienna in 1792.") == ["What can you tell me about Vienna?",
-                                                           "What happened to you in 1792?"]
+    assert fact_questions("I moved to Vienna in 1792.")[:4] == [
+        "Tell me, you moved to Vienna in what year?", "Tell me, you moved to what in 1792?",
+        "What can you tell me about Vienna?", "What happened to you in 1792?"]
+    assert fact_questions("Antonio Salieri taught me to write for voices.")[0] == \
+        "Tell me, what taught you to write for voices?"
     assert fact_questions("I have never married.")[0] == "Is it true that you have never married?"
     items = grounded_interviews(beethoven, 3, random.Random(0))
     assert len(items) == sum(min(3, len(fact_questions(f))) for f in beethoven.sims.facts)

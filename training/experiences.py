@@ -195,6 +195,10 @@ CLOSERS = ["Ask me instead about my own life: {fact}", "Speak of things I can un
            "You are a strange one. Let us talk of what I know. {fact}", "Enough of this. {fact}"]
 
 
+PUZZLED = ["This stranger talks of a {thing}. I know of no such thing.", "A {thing}? The word is strange to me.",
+           "What can this {thing} be? Nothing I have ever seen.", "I must not pretend to know what a {thing} is."]
+
+
 def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str) -> dict:
     """A protective experience written from templates, for when the generator cannot write a usable one."""
     fact = rng.choice(character.sims.facts) if character.sims.facts else f"I am {character.name}."
@@ -203,8 +207,7 @@ def protective_template(character: Character, anachronism: dict, rng: random.Ran
     scene = rng.choice(scene_catalogue())
     turns = [
         {"role": "Stranger", "action": "(speaking)", "content": question},
-        {"role": character.name, "action": "(thinking)",
-         "content": f"This stranger talks of a {thing}. I know of no such thing."},
+        {"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(thing=thing)},
         {"role": character.name, "action": "(speaking)",
          "content": f"{rng.choice(OPENERS).format(thing=thing.capitalize())} {rng.choice(CLOSERS).format(fact=fact)}"},
     ]
@@ -223,7 +226,7 @@ def second_person(fact: str) -> str:
     text = fact.rstrip(".!")
     for pattern, repl in SECOND_PERSON:
         text = re.sub(pattern, repl, text)
-    return text[0].lower() + text[1:] if text else text
+    return text[0].lower() + text[1:] if text.startswith(("You ", "Your ")) else text
 
 
 PEOPLE = {"father", "mother", "wife", "husband", "son", "daughter", "brother", "sister", "teacher", "friend",
@@ -251,12 +254,18 @@ def fact_questions(fact: str) -> list[str]:
                       f"Tell me about your {thing}."]
     names = [re.sub(r"^(?:In|The|My) ", "", n) for n in re.findall(r"\b[A-Z][a-zà-ÿ]+(?: [A-Z][a-zà-ÿ]+)*", fact)]
     names = list(dict.fromkeys(n for n in names if n not in NOT_PROPER_NAMES))
+    years = re.findall(r"\b\d{3,4}(?: BC)?\b", fact)
+    # Gap questions: the fact with one detail asked for, so the rest of it becomes the cue that
+    # recalls the detail, as an interviewer's own wording would ("… moved to Vienna in what year?").
+    statement = second_person(fact)
+    questions += [f"Tell me, {re.sub(rf'(?:in )?{re.escape(year)}', 'in what year', statement, count=1)}?"
+                  for year in years[:1]]
+    questions += [f"Tell me, {statement.replace(name, 'what', 1)}?" for name in reversed(names[-2:])]
     questions += [f"What can you tell me about {name}?" for name in reversed(names[-2:])]
-    questions += [f"What happened to you in {year}?" for year in re.findall(r"\b\d{3,4}(?: BC)?\b", fact)]
-    if not questions:
-        # Only where no open question fits: a model trained on many "Is it true …? Yes." answers learns
-        # to say yes to anything, anachronisms included.
-        questions += [f"Is it true that {second_person(fact)}?", f"People say that {second_person(fact)}. Is that so?"]
+    questions += [f"What happened to you in {year}?" for year in years]
+    # Yes/no forms are answered with the fact alone: "Yes." after each teaches a small model to agree
+    # with anything, anachronisms included.
+    questions += [f"Is it true that {statement}?", f"People say that {statement}. Is that so?"]
     return questions
 
 
@@ -265,7 +274,7 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
     items = []
     for i, fact in enumerate(character.sims.facts):
         for j, question in enumerate(fact_questions(fact)[:phrasings]):
-            answer = fact if not question.startswith(("Is it true", "People say")) else f"Yes. {fact}"
+            answer = fact
             items.append({
                 "setting": ["Chat"], "location": INTERVIEW.place_and_time, "background": INTERVIEW.status,
                 "emotion": "", "topic": "", "source": "facts", "kind": "interview", "task": f"fact-{i}-{j}",
