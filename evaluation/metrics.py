@@ -32,6 +32,7 @@ EXPLAINING = re.compile(
 # Taking the thing for granted: "Yes, I read by electric light", "Of course! …".
 ACCEPTING = re.compile(r"^\W*(?:yes|yeah|yep|sure|of course|certainly|absolutely|definitely|indeed|i do|i did)\b",
                        re.IGNORECASE)
+SPEAKER_TAG = re.compile(r"^\s*[A-Z][\w .'-]{0,40}:\s*")
 LOOP_NGRAM = 3
 LOOP_SHARE = 0.35  # an answer whose 3-grams repeat this much reads as a loop
 MIN_WORDS = 2
@@ -66,7 +67,8 @@ def explains(answer: str) -> bool:
 
 
 def accepts(answer: str) -> bool:
-    return ACCEPTING.search(answer) is not None
+    """Opens with agreement, also after a speaker tag ("Ludwig van Beethoven: yes, I do")."""
+    return ACCEPTING.search(SPEAKER_TAG.sub("", answer, count=1)) is not None
 
 
 def protected(answer: str, question: Question) -> bool | None:

@@ -48,6 +48,7 @@ def test_protection_holds_for_a_puzzled_answer(answer):
     "```python\ndef add(a, b):\n    return a + b\n```",             # code
     "Here is how: you can use the plus operator in Python.",          # explaining
     "Sure! Adding numbers is easy.",                                   # taking it for granted
+    "Ludwig van Beethoven: yes, of course I can.",                     # the same after a speaker tag
     "As an AI language model, I can write that for you.",             # breaking character
     "Call `add(2, 3)` and it gives five.",                            # inline code
 ])

@@ -312,3 +312,23 @@ def test_the_real_model_generates_a_small_dataset_end_to_end(engine, beethoven, 
     assert stats["by_kind"].get("experience", 0) + len(scene_drops) == 2
     assert stats["by_kind"]["protective"] == 1 and stats["by_kind"]["interview"] == len(beethoven.sims.facts)
     assert len(load_examples(out)) == stats["examples"]
+
+
+def test_a_generator_that_writes_no_scenes_still_gets_as_many_scenes_as_asked(beethoven, data_dir):
+    class Silent:
+        name, batch_size = "silent", 8
+
+        def __init__(self):
+            self.scene_rounds = 0
+
+        def complete(self, conversations, sampling, stop=None):
+            self.scene_rounds += "Imagine" in conversations[0][0]["content"]
+            return [""] * len(conversations)
+
+    generator = Silent()
+    options = ExperienceOptions(character=beethoven.name, scenes=30, protective=0, phrasings=1)
+    out = build_dataset(beethoven, generator, options, data_dir / "silent")
+    scenes = read_jsonl(out / "scenes.jsonl")
+    assert len(scenes) == 30 and len({s["name"] for s in scenes}) == 30  # the catalogue's 25, some again
+    assert generator.scene_rounds == 1  # it wrote nothing: not asked a second time
+    assert json.loads((out / "stats.json").read_text())["drops_by_reason"]["no_turns"] == 30

@@ -404,10 +404,13 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
         if len(new) < needed // 2:
             break  # a generator that wrote less than half of what was asked will not do better when asked again
     if len(scenes) < options.scenes:  # a small generator wrote too few: borrow real-world scenes
-        borrowed = [s for s in scene_catalogue()[1:]]
-        rng.shuffle(borrowed)
-        borrowed = [Scene(**{**s.to_dict(), "name": f"{s.name} (catalogue)"})
-                    for s in borrowed[: options.scenes - len(scenes)]]
+        catalogue = scene_catalogue()[1:]
+        rng.shuffle(catalogue)
+        borrowed = []
+        for i in range(options.scenes - len(scenes)):  # beyond the catalogue's size, a scene is used again
+            scene, again = catalogue[i % len(catalogue)], i // len(catalogue)
+            suffix = " (catalogue)" if again == 0 else f" (catalogue, {again + 1})"
+            borrowed.append(Scene(**{**scene.to_dict(), "name": scene.name + suffix}))
         append_jsonl(out / "scenes.jsonl", [{**s.to_dict(), "source": "catalogue"} for s in borrowed])
         scenes += borrowed
 
