@@ -75,7 +75,7 @@ def main() -> None:
 
     if not args.skip_demo:
         out = Path(args.demo_out) if args.demo_out else Path(tempfile.mkdtemp()) / "demo"
-        options = ExperienceOptions(character=beethoven.name, scenes=40, protective=20, phrasings=3, batch_size=8)
+        options = ExperienceOptions(character=beethoven.name, scenes=40, protective=20, batch_size=8)
         started = time.perf_counter()
         build_dataset(beethoven, LocalGenerator(engine, options.batch_size), options, out,
                       count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))

@@ -43,17 +43,22 @@ def shot(page, name: str):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_a_visitor_builds_chats_trains_and_interviews(page, app_url):
+def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, monkeypatch):
     data = app_url[1]
+    monkeypatch.setenv("SIMULACRA_DATA_DIR", str(data))  # the in-process app reads it when it saves
     # Characters: a new character, saved.
     tab(page, "Characters")
     page.get_by_role("button", name="New", exact=True).click()
     page.get_by_label("Name", exact=True).fill("Ada Browser")
     page.get_by_label("Description").fill("Ada is a lighthouse keeper on a stormy northern island.")
+    page.get_by_text("Profile and facts").click()
     page.get_by_label("Facts (one short fact per line, in the first person)").fill(
-        "I keep the lighthouse on Skarvøy.\nMy cat is called Fog.")
+        "I keep the lighthouse on Skarvøy.\nMy cat is called Fog.\nI was born in Tromsø in 1990.")
     page.get_by_role("button", name="Save", exact=True).click()
-    page.get_by_text("Saved", exact=False).first.wait_for()
+    try:
+        page.get_by_text("Saved", exact=False).first.wait_for()
+    finally:
+        shot(page, "1-characters")
     assert (data / "characters" / "ada-browser.json").is_file()
     shot(page, "1-characters")
 
@@ -90,9 +95,11 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url):
     page.get_by_label("Max steps (-1 = by epochs)").fill("2")
     page.get_by_label("Max sequence length").fill("256")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text(re.compile(r"\*?\*?(running|queued|finished)")).first.wait_for(timeout=60_000)
-    page.get_by_text("finished").first.wait_for(timeout=300_000)
-    shot(page, "4-training")
+    try:
+        page.get_by_text(re.compile(r"(starting|running|queued|finished) · step")).first.wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"finished · step")).first.wait_for(timeout=300_000)
+    finally:
+        shot(page, "4-training")
     runs = list((data / "runs").glob("*/adapter/adapter_model.safetensors"))
     assert runs, "the run saved no adapter"
 

@@ -249,6 +249,7 @@ def test_the_interview_tab_through_the_api(app_url, small_set):
         "Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)), "single", 4,
         api_name="/interview")
     assert status.startswith("Done: 4 questions × 1 model")
+    scores, answers = scores["value"], answers["value"]  # updates of the two tables
     assert [row[0] for row in scores["data"]][:2] == ["memorization", "protection"]
     assert len(answers["data"]) == 4 and answers["headers"] == ["question", "base model"]
     names = sorted(__import__("pathlib").Path(f).name for f in files)

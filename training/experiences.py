@@ -44,7 +44,7 @@ class ExperienceOptions:
     character: str = field(default="", metadata={"help": "Name of a preset or saved character."})
     scenes: int = field(default=8, metadata={"help": "Experiences to generate (one per scene)."})
     protective: int = field(default=4, metadata={"help": "Protective experiences to generate."})
-    phrasings: int = field(default=3, metadata={"help": "Question phrasings per fact in the grounded interviews."})
+    phrasings: int = field(default=5, metadata={"help": "Question phrasings per fact in the grounded interviews."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})

@@ -34,8 +34,13 @@ def build_app(engine: Engine) -> gr.Blocks:
                 training = training_tab.build(engine, characters)
             with gr.Tab("Interview", id="interview"):
                 interviews = interview_tab.build(engine, characters)
-        # The character chosen in the Characters tab follows into the other tabs.
-        built["picker"].change(lambda name: (name,) * 4, built["picker"],
+
+        def follow(name):
+            """The character chosen in the Characters tab follows into the other tabs, with the choices
+            too: a character saved a moment ago must be a valid value everywhere."""
+            return (gr.Dropdown(choices=characters.names(), value=name),) * 4
+
+        built["picker"].change(follow, built["picker"],
                                [scenes["character"], chat["character"], training["character"], interviews["character"]],
                                api_visibility="private")
         scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")

@@ -20,11 +20,8 @@ OWN_SET = "the character's own set"
 UPLOADED = "the uploaded file"
 
 
-def interviews_dir(character: str):
-    return safe_child(data_dir() / "interviews", character)
-
-
 def build(engine: Engine, characters: CharacterStore) -> dict:
+    root = data_dir()  # fixed when the app is built, like the character store's
     gr.Markdown("Interview a character before and after training. Scores come from exact references in the "
                 "question set (accepted answers, content the character cannot know), not from a model: the "
                 "embedded 135M model is not a credible judge. Definitions are in the README.")
@@ -95,7 +92,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         if not reports:
             yield None, "Stopped before any answer.", gr.Dataframe(), None, gr.Dataframe(), None
             return
-        folder = inside(interviews_dir(char.name), time.strftime("%Y%m%d-%H%M%S"))
+        folder = inside(safe_child(root / "interviews", char.name), time.strftime("%Y%m%d-%H%M%S"))
         files = [str(write_report(r, folder / f"{label_of(r).replace('/', '-')}.json")) for r in reports]
         files += [str(path) for path in save_comparison(reports, folder)]
         labels = [label_of(r) for r in reports]
@@ -105,7 +102,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         complete = all(r["complete"] for r in reports)
         seconds = sum(r["seconds"] for r in reports)
         text = (f"{'Done' if complete else 'Stopped'}: {len(reports[0]['results'])} questions × {len(reports)} "
-                f"model(s) in {seconds:.0f} s. Reports saved in `{folder.relative_to(data_dir())}`.")
+                f"model(s) in {seconds:.0f} s. Reports saved in `{folder.relative_to(root)}`.")
         yield (None, text, gr.Dataframe(value=table(reports), headers=["metric", "better", *labels]), chart(reports),
                gr.Dataframe(value=rows, headers=["question", *labels]), files)
 

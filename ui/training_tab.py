@@ -73,7 +73,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         character = gr.Dropdown(characters.names(), value="Ludwig van Beethoven", label="Character", scale=2)
         scenes = gr.Slider(0, 100, value=8, step=1, label="Experiences (scenes)")
         protective = gr.Slider(0, 50, value=4, step=1, label="Protective experiences")
-        phrasings = gr.Slider(0, 5, value=3, step=1, label="Question phrasings per fact")
+        phrasings = gr.Slider(0, 8, value=5, step=1, label="Question phrasings per fact")
     with gr.Accordion("Generator", open=False):
         with gr.Row():
             generator = gr.Radio(["local", "openai"], value="local", label="Who writes",
@@ -190,7 +190,8 @@ def build_runs(jobs: JobManager, character, dataset) -> dict:
     timer = gr.Timer(2.0)
 
     def number(value, kind=float):
-        return None if value in (None, "") else kind(value)
+        # An empty number field reaches the server as 0 (or None from an API client): the preset decides.
+        return None if value in (None, "", 0) else kind(value)
 
     def start_run(name, selected_dataset, size_label, *values):
         if not selected_dataset:
