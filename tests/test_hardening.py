@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file
 
 from conftest import ROOT, free_port
 from test_characters_tab import form
+from ui.chat_tab import NO_ADAPTER, NOBODY
 
 BIG = 12 * 1024 * 1024
 
@@ -54,17 +55,23 @@ def guarded(app_url):
     yield client, data
     assert (data / "characters" / "canary-keeper.json").read_bytes() == saved, "a saved character changed"
     assert Path("/etc/passwd").stat().st_mtime == etc
-    outside = [p for p in data.parent.parent.rglob("*") if data not in p.parents and p != data]
+    outside = [p for p in data.parent.rglob("*") if data not in p.parents and p != data]  # this session's folders
     assert not [p for p in outside if p.stem in ATTACK_NAMES], "a file appeared outside the data folder"
 
 
 ATTACK_NAMES = {"passwd", "escaped", "windows"}
 
 
-def refused(client, api_name, *args, words: str):
+def refused(client, api_name, *args, words: str | tuple[str, ...]):
+    """The request fails with a message containing one of ``words``."""
     with pytest.raises(Exception) as err:
         client.predict(*args, api_name=api_name)
-    assert words.lower() in str(err.value).lower(), str(err.value)[:300]
+    alternatives = (words,) if isinstance(words, str) else words
+    assert any(w.lower() in str(err.value).lower() for w in alternatives), str(err.value)[:300]
+
+
+# A dropdown's value is checked against its choices by Gradio itself, before our code sees it.
+CHOICES = "not in the list of choices"
 
 
 # ---- 1 · hostile input, a test per class --------------------------------------------------------
@@ -75,19 +82,20 @@ TRAVERSAL = ["../../etc/passwd", "..", "/etc/passwd", "runs/../../../etc", "a/..
 @pytest.mark.parametrize("name", TRAVERSAL)
 def test_path_traversal_in_every_name_parameter(guarded, name):
     client, data = guarded
-    refused(client, "/character", name, words="no character")
-    refused(client, "/chat", "Hi", [], name, words="character")
+    refused(client, "/character", name, words=("no character", "name"))
+    refused(client, "/chat", "Hi", [], name, words=("no character", "name"))
     refused(client, "/chat", "Hi", [], "Socrates", "", "", name, words="adapter")
-    refused(client, "/show_dataset", "Ludwig van Beethoven", name, words="dataset")
-    refused(client, "/run_status", name, words="run")
-    refused(client, "/stop_training", name, words="run")
-    refused(client, "/resume_training", name, words="run")
-    refused(client, "/chat_with_run", name, words="run")
+    refused(client, "/show_dataset", "Ludwig van Beethoven", name, words=("dataset", "outside", "invalid", CHOICES))
+    status = client.predict(name, api_name="/run_status")  # an unknown run shows nothing, reads nothing
+    assert status[1] == "" and status[3] == ""
+    refused(client, "/stop_training", name, words=("run", "invalid", "outside", CHOICES))
+    refused(client, "/resume_training", name, words=("run", "invalid", "outside", CHOICES))
+    refused(client, "/chat_with_run", name, words=("run", "invalid", "outside", CHOICES))
     refused(client, "/interview", "Ludwig van Beethoven", ["base model"], name, None, "single", 4,
-            words="unknown question set")
+            words=("unknown question set", CHOICES))
     refused(client, "/interview", "Ludwig van Beethoven", [name], "the character's own set", None, "single", 4,
-            words="choose models")
-    refused(client, "/delete_character", name, True, words="")
+            words=("choose models", CHOICES))
+    refused(client, "/delete_character", name, True, words=("no character", "invalid", "name", CHOICES))
     assert not (data.parent / "passwd").exists()
 
 
@@ -104,7 +112,7 @@ def test_oversized_fields_and_files(guarded, tmp_path):
     refused(client, "/save_character", None, *form(name="Big", description="y" * 100_000), words="description")
     huge = tmp_path / "huge.json"
     huge.write_bytes(b'{"name": "' + b"z" * BIG + b'"}')
-    refused(client, "/import_card", handle_file(str(huge)), words="bytes")
+    refused(client, "/import_card", handle_file(str(huge)), words="limited to")
     refused(client, "/import_chat", handle_file(str(huge)), words="")
     refused(client, "/interview", "Ludwig van Beethoven", ["base model"], "the uploaded file",
             handle_file(str(huge)), "single", 4, words="bytes")
@@ -112,12 +120,12 @@ def test_oversized_fields_and_files(guarded, tmp_path):
 
 @pytest.mark.parametrize("content, words", [
     (b"\x89PNG\r\n\x1a\nbroken", "PNG"),
-    (png_with_text(b"chara", b"A" * (9 * 1024 * 1024)), "bytes"),
-    (png_with_text(b"chara", b"not base64 at all!"), "card"),
+    (png_with_text(b"chara", b"A" * (9 * 1024 * 1024)), "limited to"),
+    (png_with_text(b"chara", b"not base64 at all!"), "not base64"),
     (b'{"spec": "chara_card_v2", "data": {"name": 5, "description": ["a"]}}', "name"),
     (b"[" * 50_000 + b"]" * 50_000, "deep"),
     (b'{"name": "x", "extensions": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}", "deep"),
-    (b"\xff\xfe\x00garbage", "card"),
+    (b"\xff\xfe\x00garbage", "not valid JSON"),
 ])
 def test_malformed_and_malicious_cards(guarded, tmp_path, content, words):
     client, _ = guarded
@@ -128,20 +136,23 @@ def test_malformed_and_malicious_cards(guarded, tmp_path, content, words):
 
 def test_prompt_length_overflow(guarded):
     client, _ = guarded
-    refused(client, "/chat", "Hello", [], "", "", "word " * 30_000, words="")
+    refused(client, "/chat", "Hello", [], "", "", "word " * 30_000, words="system prompt")  # over the size limit
+    # Under the size limit but over the model's context: a clear error, not a truncated identity.
+    refused(client, "/chat", "Hello", [], "", "", "word " * 4_500, words="budget")
+    # An overlong history is trimmed from its oldest turns, and the character still answers.
     history = [{"role": "user", "content": "tell me more " * 300}, {"role": "assistant", "content": "Hm."}] * 40
-    refused(client, "/chat", "Hello", history, "Socrates", words="history")
+    assert client.predict("Hello", history, "Socrates", "", "", "", "Anna", 0.0, 8, 1, api_name="/chat").strip()
 
 
 def test_unknown_adapter_names(guarded):
     client, _ = guarded
     refused(client, "/chat", "Hi", [], "Socrates", "", "", "no-such-run", words="unknown adapter")
     refused(client, "/interview", "Socrates", ["no-such-run"], "the character's own set", None, "single", 4,
-            words="choose models")
+            words=("choose models", CHOICES))
 
 
 @pytest.mark.parametrize("sampling, words", [
-    ((-1.0, 16), "temperature"), ((9.0, 16), "temperature"), ((float("nan"), 16), "temperature"),
+    ((-1.0, 16), "temperature"), ((9.0, 16), "temperature"), (("hot", 16), "temperature"),
     ((0.7, 0), "max_new_tokens"), ((0.7, 100_000), "max_new_tokens"), ((0.7, 2.5), "max_new_tokens"),
 ])
 def test_invalid_sampling_values(guarded, sampling, words):
@@ -151,8 +162,12 @@ def test_invalid_sampling_values(guarded, sampling, words):
 
 # ---- 2 · eight visitors at once -----------------------------------------------------------------
 
-def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_dir):
+def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_dir, engine, monkeypatch):
     url, _ = app_url
+    # Without KV reuse every greedy reply is computed the same way alone or in a crowd, so it must be
+    # identical: a reused prefix is numerically close, not bit-equal, and a random adapter amplifies that.
+    engine.prefix_cache.clear()
+    monkeypatch.setattr(engine.prefix_cache, "capacity", 0)
     characters = ["Ludwig van Beethoven", "Socrates", "Cleopatra VII", "Isaac Newton", "Julius Caesar",
                   "Spartacus", "Marisol Vega", "Theo Lindqvist"]
     visitors = [{"character": c, "adapter": "random-lora" if i % 2 else "", "word": f"codeword-{i}-{c.split()[0]}"}
@@ -168,40 +183,50 @@ def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_d
     def session(visitor):
         """A stateful chat session: the history the server keeps must hold only this visitor's lines."""
         client = Client(url, verbose=False)
-        client.predict(visitor["character"], "Coffee Shop - Afternoon (interview)", "(nobody)", "Anna", "",
+        client.predict(visitor["character"], "Coffee Shop - Afternoon (interview)", NOBODY, "Anna", "",
                        api_name="/new_chat")
-        _, chatbot, _ = client.predict(f"My word is {visitor['word']}.", visitor["adapter"] or "(none)",
-                                       0.0, 0.9, 12, 1.1, 1, api_name="/send")
+        # (The adapter dropdown offers what existed when the page was built; /chat above covers adapters.)
+        chatbot, _ = client.predict(f"My word is {visitor['word']}.", NO_ADAPTER, 0.0, 0.9, 12, 1.1, 1,
+                                    api_name="/send")
         return chatbot
 
-    before = rss_mb()
     solo = {v["word"]: ask(v) for v in visitors}
+
+    def crowd() -> float:
+        """All eight at once; returns the seconds until the last one was served."""
+        results.clear(), sessions.clear()
+        threads = [threading.Thread(target=visit, args=(v,)) for v in visitors]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        assert not errors and not any(t.is_alive() for t in threads), errors
+        return time.perf_counter() - started
+
     results, sessions, errors = {}, {}, []
 
     def visit(v):
         try:
             results[v["word"]] = ask(v)
             sessions[v["word"]] = session(v)
-        except Exception as err:  # reported below with the visitor
+        except Exception as err:  # reported with the visitor
             errors.append((v["word"], err))
 
-    threads = [threading.Thread(target=visit, args=(v,)) for v in visitors]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    elapsed = time.perf_counter() - started
-    assert not errors and not any(t.is_alive() for t in threads), (errors, elapsed)
+    crowd()  # the first crowd also loads the adapter and warms the queue
+    warm = rss_mb()
+    elapsed = crowd()
     for v in visitors:
-        # Greedy: alone or in the crowd, the same character with the same adapter gives the same start.
-        assert results[v["word"]].split()[:3] == solo[v["word"]].split()[:3], v
+        # Greedy: alone or in the crowd, the same character with the same adapter says the same.
+        assert results[v["word"]] == solo[v["word"]], v
         chatbot = sessions[v["word"]]
         mine = [m for m in chatbot if m["role"] == "user"]
         assert len(mine) == 1 and v["word"] in str(mine[0]["content"]), chatbot
         others = [w["word"] for w in visitors if w is not v]
         assert not any(o in json.dumps(chatbot) for o in others), "another visitor's words leaked in"
-    assert rss_mb() - before < 400, f"memory grew by {rss_mb() - before:.0f} MB"
+    grown = rss_mb() - warm
+    print(f"8 visitors × (1 /chat + 1 /new_chat + 1 /send), served in {elapsed:.1f} s; RSS +{grown:.0f} MB")
+    assert grown < 400, f"memory grew by {grown:.0f} MB in a second crowd"  # fragmentation, client threads
 
 
 # ---- 3 · crashes -------------------------------------------------------------------------------
@@ -242,8 +267,8 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
         client.predict(None, *form(name="Crash Survivor"), api_name="/save_character")
         saved = (data / "characters" / "crash-survivor.json").read_bytes()
         # A finished chat, saved after its reply.
-        client.predict("Socrates", "Coffee Shop - Afternoon (interview)", "(nobody)", "Anna", "", api_name="/new_chat")
-        client.predict("What is virtue?", "(none)", 0.0, 0.9, 8, 1.1, 1, api_name="/send")
+        client.predict("Socrates", "Coffee Shop - Afternoon (interview)", NOBODY, "Anna", "", api_name="/new_chat")
+        client.predict("What is virtue?", NO_ADAPTER, 0.0, 0.9, 8, 1.1, 1, api_name="/send")
         chats_before = {p.name: p.read_bytes() for p in (data / "chats").rglob("*.json")}
         # A dataset of grounded interviews only (no model calls), then a training run on it.
         client.predict("Ludwig van Beethoven", 0, 0, 1, "local", "", "", 0, False, None,
@@ -261,7 +286,7 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
         folder = data / "datasets" / "ludwig-van-beethoven"
         wait_for(lambda: len(list(folder.iterdir())) >= 2 and any((p / "scenes.jsonl").is_file() for p in
                                                                      folder.iterdir()), 240, "the generation")
-        talking = client.submit("And what is courage?", "(none)", 0.7, 0.9, 200, 1.1, -1, api_name="/send")
+        talking = client.submit("And what is courage?", NO_ADAPTER, 0.7, 0.9, 200, 1.1, -1, api_name="/send")
         time.sleep(1.0)
         run_pid = json.loads(status_file.read_text())["pid"]
         os.killpg(app.pid, signal.SIGKILL)  # the app and anything in its process group

@@ -87,7 +87,8 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         stop = gr.Button("Stop", variant="stop")
     progress_text = gr.Markdown()
     with gr.Row():
-        dataset = gr.Dropdown(datasets_of("Ludwig van Beethoven"), label="Datasets of this character", scale=3)
+        dataset = gr.Dropdown(datasets_of("Ludwig van Beethoven"), label="Datasets of this character", scale=3,
+                              allow_custom_value=True)  # checked by dataset_folder(), like run ids
         refresh = gr.Button("Refresh", scale=1)
     stats_view = gr.Markdown()
     preview = gr.Markdown(label="Experiences", height=420)
@@ -176,7 +177,8 @@ def build_runs(jobs: JobManager, character, dataset) -> dict:
             batching = gr.Radio(["group_by_length", "pad_to_max"], value="group_by_length", label="Batching")
             seed = gr.Number(42, precision=0, label="Seed")
     with gr.Row():
-        run = gr.Dropdown([], label="Run", scale=3)
+        # Any run id may come from an API client: run_folder() checks it, not the choices of this page.
+        run = gr.Dropdown([], label="Run", scale=3, allow_custom_value=True)
         stop = gr.Button("Stop", variant="stop", scale=1)
         resume = gr.Button("Resume", scale=1)
         chat_with = gr.Button("Chat with this character", variant="secondary", scale=1)
