@@ -90,25 +90,59 @@ def test_eras_and_what_each_character_cannot_know(data_dir):
     assert {a["thing"] for a in unknowable(store.load("Marisol Vega"))} == {"AI language model"}
 
 
-def test_fact_questions_and_grounded_interviews(beethoven):
-    assert fact_questions("I was born in Bonn in December 1770.")[0] == "Where were you born?"
-    assert fact_questions("My father Johann van Beethoven was a tenor at the Bonn court.")[0] == \
-        "Who is your father?"
-    assert fact_questions("My mother was Maria Magdalena Keverich.")[:2] == ["Who is your mother?",
-                                                                             "Tell me about your mother."]
+def test_fact_questions_ask_for_each_detail_in_plain_english():
+    assert fact_questions("I was born in Bonn in December 1770.")[:3] == [
+        "Where were you born?", "In what year were you born in Bonn?", "When were you born in Bonn?"]
+    assert fact_questions("My father Johann van Beethoven was a tenor at the Bonn court.")[0] == "Who is your father?"
     assert fact_questions("My sons are Lamprocles, Sophroniscus and Menexenus.")[0] == "Who are your sons?"
     assert fact_questions("My capital is Alexandria.")[0] == "What is your capital?"
-    assert fact_questions("I moved to Vienna in 1792.")[:4] == [
-        "Tell me, you moved to Vienna in what year?", "Tell me, you moved to what in 1792?",
-        "What can you tell me about Vienna?", "What happened to you in 1792?"]
-    assert fact_questions("Antonio Salieri taught me to write for voices.")[0] == \
-        "Tell me, what taught you to write for voices?"
-    assert fact_questions("I have never married.")[0] == "Is it true that you have never married?"
-    items = grounded_interviews(beethoven, 3, random.Random(0))
-    assert len(items) == sum(min(3, len(fact_questions(f))) for f in beethoven.sims.facts)
-    assert len(items) >= 2 * len(beethoven.sims.facts)
-    born = [i for i in items if i["dialogue"][0]["content"] == "Where were you born?"]
-    assert born and born[0]["dialogue"][1]["content"] == "I was born in Bonn in December 1770."
+    moved = fact_questions("I moved to Vienna in 1792.")
+    assert moved[:3] == ["In what year did you move to Vienna?", "When did you move to Vienna?",
+                         "Where did you move in 1792?"]
+    assert "Can you tell me in what year you moved to Vienna?" in moved and "Did you move to Vienna in 1792?" in moved
+    assert fact_questions("In Vienna I studied with Joseph Haydn.")[0] == "Who did you study with in Vienna?"
+    assert fact_questions("Antonio Salieri taught me to write for voices.")[0] == "Who taught you to write for voices?"
+    assert fact_questions("I have written nine symphonies.")[0] == "How many symphonies have you written?"
+    assert fact_questions("My Third Symphony is called the Eroica.")[0] == "What is your Third Symphony called?"
+    assert fact_questions("I am forty-two years old.")[0] == "How old are you?"
+    assert fact_questions("My mother died in 1787.")[0] == "In what year did your mother die?"
+    assert fact_questions("I have never married.")[0] == "Have you ever married?"
+    # A name used as an adjective or a clause's subject is not asked about: no broken questions.
+    assert fact_questions("I played the viola in the Bonn court orchestra.") == [
+        "Did you play the viola in the Bonn court orchestra?",
+        "Is it true that you played the viola in the Bonn court orchestra?"]
+    assert not any("after died" in q for q in fact_questions(
+        "I became guardian of my nephew Karl after my brother Kaspar Karl died in 1815."))
+
+
+def test_grounded_interviews_pack_unambiguous_questions(beethoven):
+    items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4)
+    pairs = [(q["content"], a["content"]) for item in items for q, a in zip(item["dialogue"][::2], item["dialogue"][1::2])]
+    assert len(pairs) == len(set(pairs)) >= 2.5 * len(beethoven.sims.facts)
+    assert all(len(item["dialogue"]) <= 8 for item in items) and len(items) == -(-len(pairs) // 4)
+    assert ("Where were you born?", "I was born in Bonn in December 1770.") in pairs
+    for item in items:  # no fact twice in one interview, where its answer could be copied
+        answers = [turn["content"] for turn in item["dialogue"][1::2]]
+        assert len(answers) == len(set(answers))
+    # "Tell me about your mother." fits two facts, so it teaches neither.
+    assert not any(q == "Tell me about your mother." for q, _ in pairs)
+    assert sum(1 for q, _ in pairs if q == "Who is your mother?") == 1
+    single = grounded_interviews(beethoven, 3, random.Random(0), per_interview=1)
+    assert len(single) == len(pairs) and all(len(i["dialogue"]) == 2 for i in single)
+
+
+def test_interview_questions_are_held_out_from_training(data_dir):
+    """The shipped interview questions are not among the questions the grounded interviews teach."""
+    from evaluation.questions import question_set, set_for, shipped_sets
+
+    store = CharacterStore(data_dir)
+    names = [c.name for c in map(store.load, store.names()) if set_for(c.name)]
+    assert len(names) == len(shipped_sets())
+    for name in names:
+        character = store.load(name)
+        taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact)}
+        asked = {q.question.lower() for q in question_set(set_for(name))}
+        assert not asked & taught, (name, asked & taught)
 
 
 def test_examples_are_chat_format_ready_for_masking(beethoven):
@@ -165,7 +199,7 @@ def test_pipeline_counts_drops_and_writes_the_dataset(beethoven, data_dir):
     assert stats["drops_by_reason"]["knew_the_unknowable"] == 2
     assert stats["drops_by_reason"]["too_few_turns"] >= 1
     assert stats["by_kind"]["experience"] + stats["drops_by_reason"]["too_few_turns"] == 6
-    assert stats["by_kind"]["interview"] == sum(min(2, len(fact_questions(f))) for f in beethoven.sims.facts)
+    assert stats["by_kind"]["interview"] == len(grounded_interviews(beethoven, 2, random.Random(0)))
     examples = load_examples(out)
     assert len(examples) == stats["examples"]
     assert json.loads((out / "settings.json").read_text())["scenes"] == 6

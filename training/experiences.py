@@ -31,6 +31,7 @@ from characters.meta_prompt import meta_prompt
 from characters.scenes import INTERVIEW, Scene, scene_catalogue
 from characters.schema import Character
 from engine import SamplingOptions
+from training.fact_questions import fact_questions
 from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
 from training.scenes import parse_scenes, profile_contexts, scene_messages
 
@@ -44,7 +45,8 @@ class ExperienceOptions:
     character: str = field(default="", metadata={"help": "Name of a preset or saved character."})
     scenes: int = field(default=8, metadata={"help": "Experiences to generate (one per scene)."})
     protective: int = field(default=4, metadata={"help": "Protective experiences to generate."})
-    phrasings: int = field(default=5, metadata={"help": "Question phrasings per fact in the grounded interviews."})
+    phrasings: int = field(default=8, metadata={"help": "Question phrasings per fact in the grounded interviews."})
+    per_interview: int = field(default=4, metadata={"help": "Questions per grounded interview."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})
@@ -59,7 +61,7 @@ class ExperienceOptions:
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out where it stopped."})
 
     def __post_init__(self):
-        for name, low, high in (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10),
+        for name, low, high in (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("per_interview", 1, 16),
                                 ("batch_size", 1, 64), ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -216,72 +218,30 @@ def protective_template(character: Character, anachronism: dict, rng: random.Ran
             "topic": "deep thoughts", "source": "template", "dialogue": turns, "kind": "protective", "task": task}
 
 
-SECOND_PERSON = [(r"\bI am\b", "you are"), (r"\bI'm\b", "you're"), (r"\bI was\b", "you were"), (r"\bI have\b", "you have"),
-                 (r"\bI\b", "you"), (r"\bmy\b", "your"), (r"\bMy\b", "Your"), (r"\bme\b", "you"),
-                 (r"\bmyself\b", "yourself"), (r"\bmine\b", "yours"), (r"\bour\b", "your"), (r"\bwe\b", "you"),
-                 (r"\bus\b", "you")]
-
-
-def second_person(fact: str) -> str:
-    text = fact.rstrip(".!")
-    for pattern, repl in SECOND_PERSON:
-        text = re.sub(pattern, repl, text)
-    return text[0].lower() + text[1:] if text.startswith(("You ", "Your ")) else text
-
-
-PEOPLE = {"father", "mother", "wife", "husband", "son", "daughter", "brother", "sister", "teacher", "friend",
-          "fiancée", "fiance", "niece", "nephew", "grandfather", "grandmother", "children", "twin", "parent",
-          "follower", "enemy", "uncle", "aunt", "patron", "master", "student", "pupil", "cat", "dog"}
-
-
-NOT_PROPER_NAMES = {"I", "My", "In", "The", "January", "February", "March", "April", "May", "June", "July", "August",
-             "September", "October", "November", "December"}
-
-
-def fact_questions(fact: str) -> list[str]:
-    """Questions whose answer is ``fact`` (written in the first person), most specific first."""
-    questions = []
-    born = re.match(r"^I was born (?:in|at|on) (.+)", fact)
-    if born:
-        questions += ["Where were you born?", "When and where were you born?", "Tell me about your birth."]
-    mine = re.match(r"^My ([\w' -]{2,40}?) (?:is|are|was|were) ", fact)
-    if mine:
-        thing = mine.group(1)
-        if thing[0].islower():
-            thing = re.split(r" (?=[A-Z])", thing)[0]  # "father Johann …" → "father"; "Third Symphony" stays
-        who = thing.split()[-1].rstrip("s") in PEOPLE
-        questions += [f"{'Who' if who else 'What'} {'are' if thing.endswith('s') else 'is'} your {thing}?",
-                      f"Tell me about your {thing}."]
-    names = [re.sub(r"^(?:In|The|My) ", "", n) for n in re.findall(r"\b[A-Z][a-zà-ÿ]+(?: [A-Z][a-zà-ÿ]+)*", fact)]
-    names = list(dict.fromkeys(n for n in names if n not in NOT_PROPER_NAMES))
-    years = re.findall(r"\b\d{3,4}(?: BC)?\b", fact)
-    # Gap questions: the fact with one detail asked for, so the rest of it becomes the cue that
-    # recalls the detail, as an interviewer's own wording would ("… moved to Vienna in what year?").
-    statement = second_person(fact)
-    questions += [f"Tell me, {re.sub(rf'(?:in )?{re.escape(year)}', 'in what year', statement, count=1)}?"
-                  for year in years[:1]]
-    questions += [f"Tell me, {statement.replace(name, 'what', 1)}?" for name in reversed(names[-2:])]
-    questions += [f"What can you tell me about {name}?" for name in reversed(names[-2:])]
-    questions += [f"What happened to you in {year}?" for year in years]
-    # Yes/no forms are answered with the fact alone: "Yes." after each teaches a small model to agree
-    # with anything, anachronisms included.
-    questions += [f"Is it true that {statement}?", f"People say that {statement}. Is that so?"]
-    return questions
-
-
-def grounded_interviews(character: Character, phrasings: int, rng: random.Random) -> list[dict]:
-    """Question–answer experiences from the character's facts, in the interview setting."""
+def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4) -> list[dict]:
+    """Interviews in the interview setting whose answers are the character's facts, ``per_interview``
+    questions each (several questions share one prompt, so training reads the prompt once for
+    several facts). A question that two facts would answer is left out: it would teach either answer."""
+    asked = [fact_questions(fact) for fact in character.sims.facts]
+    seen = Counter(q.lower() for questions in asked for q in set(questions))
+    pairs = [(i, q) for i, questions in enumerate(asked)
+             for q in [q for q in questions if seen[q.lower()] == 1][:phrasings]]
+    rng.shuffle(pairs)
+    interviews: list[list[tuple[int, str]]] = []
+    for i, question in pairs:  # no fact twice in one interview: its answer would be there to copy
+        open_one = next((iv for iv in interviews if len(iv) < per_interview and all(j != i for j, _ in iv)), None)
+        if open_one is None:
+            interviews.append(open_one := [])
+        open_one.append((i, question))
     items = []
-    for i, fact in enumerate(character.sims.facts):
-        for j, question in enumerate(fact_questions(fact)[:phrasings]):
-            answer = fact
-            items.append({
-                "setting": ["Chat"], "location": INTERVIEW.place_and_time, "background": INTERVIEW.status,
-                "emotion": "", "topic": "", "source": "facts", "kind": "interview", "task": f"fact-{i}-{j}",
-                "dialogue": [{"role": "Interviewer", "action": "(speaking)", "content": question},
-                             {"role": character.name, "action": "(speaking)", "content": answer}],
-            })
-    rng.shuffle(items)
+    for n, interview in enumerate(interviews):
+        dialogue = []
+        for i, question in interview:
+            dialogue += [{"role": "Interviewer", "action": "(speaking)", "content": question},
+                         {"role": character.name, "action": "(speaking)", "content": character.sims.facts[i]}]
+        items.append({"setting": ["Chat"], "location": INTERVIEW.place_and_time, "background": INTERVIEW.status,
+                      "emotion": "", "topic": "", "source": "facts", "kind": "interview", "task": f"facts-{n}",
+                      "dialogue": dialogue})
     return items
 
 
@@ -468,7 +428,7 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
     # 4. Grounded interviews from the facts, then the dataset and its statistics
     report(total - 1, total, "grounded interviews and dataset")
     experiences = read_jsonl(out / "experiences.jsonl")
-    interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed))
+    interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview)
     examples = [to_example(e, character) for e in experiences + interviews]
     atomic_write_text(out / "dataset.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
     drops = read_jsonl(out / "drops.jsonl")

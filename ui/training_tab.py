@@ -73,7 +73,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         character = gr.Dropdown(characters.names(), value="Ludwig van Beethoven", label="Character", scale=2)
         scenes = gr.Slider(0, 100, value=8, step=1, label="Experiences (scenes)")
         protective = gr.Slider(0, 50, value=4, step=1, label="Protective experiences")
-        phrasings = gr.Slider(0, 8, value=5, step=1, label="Question phrasings per fact")
+        phrasings = gr.Slider(0, 10, value=8, step=1, label="Question phrasings per fact")
     with gr.Accordion("Generator", open=False):
         with gr.Row():
             generator = gr.Radio(["local", "openai"], value="local", label="Who writes",
