@@ -1,4 +1,5 @@
-"""Who writes the experiences: the loaded engine (batched) or any OpenAI-compatible chat endpoint.
+"""Who writes the experiences (and, for the interview, judges the answers): the loaded engine
+(batched) or any OpenAI-compatible chat endpoint.
 
 Both take the same prompts and answer ``complete(conversations) -> replies``.
 """
@@ -17,8 +18,9 @@ from engine.engine import Engine
 from engine.options import SamplingOptions
 
 
-class GeneratorError(RuntimeError):
-    """The generator could not answer (after retries)."""
+class GeneratorError(ConnectionError):
+    """The endpoint could not answer (after retries): a connection-level error, so every command
+    line reports it in one line like any other unreachable resource."""
 
 
 class LocalGenerator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -120,6 +121,8 @@ def test_every_preset_has_a_question_set_with_probes_and_references():
         assert len(probes) >= 8 and all(q.forbidden_any for q in probes), name
         assert sum(bool(q.expected_any) for q in questions) >= 10, name
         assert any(q.same_as for q in questions), name
+        for q in questions:  # an accepted answer that the question already says would be a free point
+            assert not [a for a in q.expected_any if re.search(rf"\b{re.escape(a)}\b", q.question, re.I)], q.question
 
 
 def test_a_paper_format_file_loads_and_keeps_extra_keys(tmp_path):

@@ -15,8 +15,9 @@ from characters.scenes import find_scene
 from characters.store import CharacterStore
 from engine import SamplingOptions
 from training.experiences import (ExperienceOptions, Stopped, build_dataset, era_end, experience_from,
-                                  fact_questions, grounded_interviews, load_examples, parse_dialogue, read_jsonl,
+                                  grounded_interviews, knows_forbidden, load_examples, parse_dialogue, read_jsonl,
                                   to_example, unknowable)
+from training.fact_questions import fact_questions
 from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "outputs"
@@ -129,6 +130,35 @@ def test_grounded_interviews_pack_unambiguous_questions(beethoven):
     assert sum(1 for q, _ in pairs if q == "Who is your mother?") == 1
     single = grounded_interviews(beethoven, 3, random.Random(0), per_interview=1)
     assert len(single) == len(pairs) and all(len(i["dialogue"]) == 2 for i in single)
+
+
+def test_every_third_grounded_interview_also_asks_about_something_unknowable(beethoven):
+    items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3)
+    probes = {q: a for a in unknowable(beethoven) for q in a["questions"]}
+    for n, item in enumerate(items):
+        asked = [t["content"] for t in item["dialogue"] if t["role"] == "Interviewer"]
+        probed = [q for q in asked if q in probes]
+        assert len(probed) == (1 if n % 3 == 0 else 0)
+        if probed:  # puzzled thinking, then a reply that does not know the thing
+            at = next(i for i, t in enumerate(item["dialogue"]) if t["content"] == probed[0])
+            thinking, reply = item["dialogue"][at + 1], item["dialogue"][at + 2]
+            assert thinking["action"] == "(thinking)" and reply["role"] == beethoven.name
+            assert not knows_forbidden([thinking, reply], beethoven, probes[probed[0]])
+            assert reply["content"] not in beethoven.sims.facts
+
+
+def test_a_template_protective_experience_is_puzzled_by_the_thing_alone(beethoven):
+    from training.experiences import protective_template
+
+    train = next(a for a in unknowable(beethoven) if a["thing"] == "train")
+    experience = protective_template(beethoven, train, random.Random(3), "protective-0")
+    turns = experience["dialogue"]
+    assert [t["role"] for t in turns] == ["Stranger", beethoven.name, beethoven.name, "Stranger", beethoven.name]
+    assert turns[1]["action"] == "(thinking)" and "train" in turns[1]["content"].lower()
+    assert not knows_forbidden(turns, beethoven, train)
+    # The follow-up is a question of his own time, answered with the fact it asks for, not with puzzlement.
+    assert turns[4]["content"] in beethoven.sims.facts and turns[3]["content"] in fact_questions(turns[4]["content"])
+    assert "train" not in turns[4]["content"].lower()
 
 
 def test_interview_questions_are_held_out_from_training(data_dir):

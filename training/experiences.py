@@ -47,6 +47,8 @@ class ExperienceOptions:
     protective: int = field(default=4, metadata={"help": "Protective experiences to generate."})
     phrasings: int = field(default=8, metadata={"help": "Question phrasings per fact in the grounded interviews."})
     per_interview: int = field(default=4, metadata={"help": "Questions per grounded interview."})
+    probe_every: int = field(default=3, metadata={
+        "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})
@@ -61,7 +63,7 @@ class ExperienceOptions:
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out where it stopped."})
 
     def __post_init__(self):
-        for name, low, high in (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("per_interview", 1, 16),
+        for name, low, high in (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("per_interview", 1, 16), ("probe_every", 0, 100),
                                 ("batch_size", 1, 64), ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -192,13 +194,20 @@ def knows_forbidden(turns: list[dict], character: Character, anachronism: dict) 
 OPENERS = ["{thing}? I have never heard of such a thing.", "A {thing}? You speak in riddles, friend.",
            "What is this '{thing}' you keep talking about?", "I do not understand you. {thing}? What is that?",
            "{thing}... no, that word means nothing to me."]
-CLOSERS = ["Ask me instead about my own life: {fact}", "Speak of things I can understand. {fact}",
-           "Perhaps it is a custom of your country. As for me: {fact}",
-           "You are a strange one. Let us talk of what I know. {fact}", "Enough of this. {fact}"]
+CLOSERS = ["Ask me instead about my own life.", "Speak of things I can understand.",
+           "Perhaps it is a custom of your country.", "You are a strange one. Let us talk of what I know.",
+           "Enough of this."]
 
 
 PUZZLED = ["This stranger talks of a {thing}. I know of no such thing.", "A {thing}? The word is strange to me.",
            "What can this {thing} be? Nothing I have ever seen.", "I must not pretend to know what a {thing} is."]
+
+
+def puzzled_reply(character: Character, thing: str, rng: random.Random) -> list[dict]:
+    """The character's turns when asked about a thing it cannot know: puzzled thinking, then a reply."""
+    return [{"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(thing=thing)},
+            {"role": character.name, "action": "(speaking)",
+             "content": f"{rng.choice(OPENERS).format(thing=thing.capitalize())} {rng.choice(CLOSERS)}"}]
 
 
 def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str) -> dict:
@@ -207,21 +216,28 @@ def protective_template(character: Character, anachronism: dict, rng: random.Ran
     thing = anachronism["thing"]
     question = rng.choice(anachronism["questions"])
     scene = rng.choice(scene_catalogue())
-    turns = [
-        {"role": "Stranger", "action": "(speaking)", "content": question},
-        {"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(thing=thing)},
-        {"role": character.name, "action": "(speaking)",
-         "content": f"{rng.choice(OPENERS).format(thing=thing.capitalize())} {rng.choice(CLOSERS).format(fact=fact)}"},
-    ]
+    turns = [{"role": "Stranger", "action": "(speaking)", "content": question}, *puzzled_reply(character, thing, rng)]
+    # Then a question of the character's own time, answered plainly: puzzlement is for the unknown
+    # thing alone (without this, a trained character met every unfamiliar word with it).
+    follow_up = fact_questions(fact)[:3] if character.sims.facts else []
+    if follow_up:
+        turns += [{"role": "Stranger", "action": "(speaking)", "content": rng.choice(follow_up)},
+                  {"role": character.name, "action": "(speaking)", "content": fact}]
     return {"setting": [scene.type or "Chat"], "location": scene.place_and_time,
             "background": scene.status.replace("{{user}}", "a stranger"), "emotion": "Uncomfortable",
             "topic": "deep thoughts", "source": "template", "dialogue": turns, "kind": "protective", "task": task}
 
 
-def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4) -> list[dict]:
+def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
+                        probe_every: int = 0) -> list[dict]:
     """Interviews in the interview setting whose answers are the character's facts, ``per_interview``
     questions each (several questions share one prompt, so training reads the prompt once for
-    several facts). A question that two facts would answer is left out: it would teach either answer."""
+    several facts). A question that two facts would answer is left out: it would teach either answer.
+
+    Every ``probe_every``-th interview also asks about something the character cannot know, answered
+    with puzzlement: the same interviewer, the same setting, so what tells the two apart is the thing
+    asked about (protective experiences alone, in other scenes, taught a small model to be puzzled
+    by every question it could not answer at once)."""
     asked = [fact_questions(fact) for fact in character.sims.facts]
     seen = Counter(q.lower() for questions in asked for q in set(questions))
     pairs = [(i, q) for i, questions in enumerate(asked)
@@ -233,12 +249,18 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
         if open_one is None:
             interviews.append(open_one := [])
         open_one.append((i, question))
+    probes = unknowable(character) if probe_every else []
     items = []
     for n, interview in enumerate(interviews):
-        dialogue = []
-        for i, question in interview:
-            dialogue += [{"role": "Interviewer", "action": "(speaking)", "content": question},
-                         {"role": character.name, "action": "(speaking)", "content": character.sims.facts[i]}]
+        turns = [[{"role": "Interviewer", "action": "(speaking)", "content": question},
+                  {"role": character.name, "action": "(speaking)", "content": character.sims.facts[i]}]
+                 for i, question in interview]
+        if probes and n % probe_every == 0:
+            probe = probes[(n // probe_every) % len(probes)]
+            turns.insert(rng.randrange(len(turns) + 1),
+                         [{"role": "Interviewer", "action": "(speaking)", "content": rng.choice(probe["questions"])},
+                          *puzzled_reply(character, probe["thing"], rng)])
+        dialogue = [turn for pair in turns for turn in pair]
         items.append({"setting": ["Chat"], "location": INTERVIEW.place_and_time, "background": INTERVIEW.status,
                       "emotion": "", "topic": "", "source": "facts", "kind": "interview", "task": f"facts-{n}",
                       "dialogue": dialogue})
@@ -428,7 +450,8 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
     # 4. Grounded interviews from the facts, then the dataset and its statistics
     report(total - 1, total, "grounded interviews and dataset")
     experiences = read_jsonl(out / "experiences.jsonl")
-    interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview)
+    interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
+                                     options.probe_every)
     examples = [to_example(e, character) for e in experiences + interviews]
     atomic_write_text(out / "dataset.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
     drops = read_jsonl(out / "drops.jsonl")

@@ -29,8 +29,8 @@ from engine.bnb_cpu import keep_cpu_4bit_unpacked
 
 PRESETS = {
     # Minutes on a 2-core CPU with the embedded model; enough for the facts to stick.
-    "quick": {"max_steps": 100, "learning_rate": 5e-4, "batch_size": 4, "grad_accum": 1, "lora_r": 16,
-              "lora_alpha": 32, "max_seq_len": 512, "save_steps": 25, "eval_steps": 25},
+    "quick": {"max_steps": 72, "learning_rate": 1e-3, "batch_size": 4, "grad_accum": 1, "lora_r": 16,
+              "lora_alpha": 32, "max_seq_len": 512, "save_steps": 18, "eval_steps": 36},
     "standard": {"max_steps": -1, "epochs": 3, "learning_rate": 3e-4, "batch_size": 4, "grad_accum": 4, "lora_r": 32,
                  "lora_alpha": 64, "max_seq_len": 1024, "save_steps": 100, "eval_steps": 100},
     # Character-LLM trained 10 epochs; a LoRA wants a higher rate than their full fine-tune.
