@@ -1,5 +1,6 @@
 """`python -m evaluation interview --character NAME [--adapter RUN_ID_OR_PATH] [--questions FILE]
 [--mode single|multi] [--judge none|openai] [--seed S] --out report.json`
+`python -m evaluation before-after --character NAME --adapter RUN_ID_OR_PATH [same options] --out DIR`
 `python -m evaluation compare A.json B.json [...] --out DIR`
 
 Every option of InterviewOptions and EngineOptions is a flag (see --help). Errors exit
@@ -16,23 +17,31 @@ from transformers import HfArgumentParser
 from characters.cli import run_command
 
 
-def interview(argv: list[str]) -> int:
-    from tqdm.auto import tqdm
-
+def _prepare(argv: list[str], prog: str):
+    """Options, character, questions and the loaded engine; a bad file or adapter fails before any answer."""
     from characters.files import data_dir
     from characters.store import CharacterStore
     from engine import Engine, EngineOptions
-    from evaluation.interview import InterviewOptions, interview as run_interview, resolve_questions
-    from evaluation.report import table, write_report
+    from evaluation.interview import InterviewOptions, resolve_adapter, resolve_questions
 
-    parser = HfArgumentParser((InterviewOptions, EngineOptions), prog="python -m evaluation interview")
+    parser = HfArgumentParser((InterviewOptions, EngineOptions), prog=prog)
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
     if not options.character or not options.out:
         raise ValueError("--character and --out are needed")
     character = CharacterStore().load(options.character)
     questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
     engine = Engine(engine_options, adapters_dir=data_dir() / "runs")
-    bar = tqdm(total=len(questions), unit="question")
+    resolve_adapter(engine, options.adapter)
+    return options, character, questions, source, engine
+
+
+def _interview(engine, character, options, questions, source) -> dict:
+    from tqdm.auto import tqdm
+
+    from evaluation.interview import interview as run_interview, label
+    from evaluation.report import table
+
+    bar = tqdm(total=len(questions), unit="question", desc=label(options))
 
     def progress(done, total, message):
         bar.total, bar.n = total, done
@@ -40,10 +49,40 @@ def interview(argv: list[str]) -> int:
 
     report = run_interview(engine, character, options, questions, source, progress)
     bar.close()
-    write_report(report, options.out)
     for metric, better, value in table([report]):
         print(f"{metric:>17} {better} {value}")
+    return report
+
+
+def interview(argv: list[str]) -> int:
+    from evaluation.report import write_report
+
+    options, character, questions, source, engine = _prepare(argv, "python -m evaluation interview")
+    write_report(_interview(engine, character, options, questions, source), options.out)
     print(options.out)
+    return 0
+
+
+def before_after(argv: list[str]) -> int:
+    """The base model and the trained character, interviewed alike: both reports and their comparison in --out."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from characters.files import slugify
+    from evaluation.interview import label
+    from evaluation.report import save_comparison, write_report
+
+    options, character, questions, source, engine = _prepare(argv, "python -m evaluation before-after")
+    if not options.adapter:
+        raise ValueError("before-after needs --adapter: the run id or adapter folder of the trained character")
+    out, reports = Path(options.out), []
+    for adapter in ("", options.adapter):
+        each = replace(options, adapter=adapter)
+        reports.append(_interview(engine, character, each, questions, source))
+        write_report(reports[-1], out / f"{slugify(label(each))}.json")
+    md, png = save_comparison(reports, out)
+    print(md.read_text(encoding="utf-8").split("\n## ")[0])
+    print(out)
     return 0
 
 
@@ -60,7 +99,7 @@ def compare(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"interview": interview, "compare": compare}
+COMMANDS = {"interview": interview, "before-after": before_after, "compare": compare}
 
 
 def main(argv: list[str] | None = None) -> int:

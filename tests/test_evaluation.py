@@ -244,6 +244,25 @@ def test_cli_fails_with_one_line_for_a_bad_question_file(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: q.json, question 1: 'question' must be")
 
 
+def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
+    out = tmp_path / "before-after"
+    done = subprocess.run([sys.executable, "-m", "evaluation", "before-after", "--character", "Ludwig van Beethoven",
+                           "--adapter", str(adapter_dir), "--questions", str(small_set), "--max-new-tokens", "16",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["base-model.json", "comparison.md", "comparison.png",
+                                                     "random-lora.json"]
+    base, trained = read_report(out / "base-model.json"), read_report(out / "random-lora.json")
+    assert base["settings"]["adapter"] == "" and trained["settings"]["adapter"] == str(adapter_dir)
+    assert [r["question"] for r in base["results"]] == [r["question"] for r in trained["results"]]
+    assert "| memorization |" in done.stdout and "base model | random-lora" in (out / "comparison.md").read_text()
+    refused = subprocess.run([sys.executable, "-m", "evaluation", "before-after", "--character", "Ludwig van Beethoven",
+                              "--adapter", "no-such-run", "--out", str(tmp_path / "x")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "no-such-run" in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_interview_tab_through_the_api(app_url, small_set):
     from gradio_client import Client, handle_file
 
