@@ -4,6 +4,7 @@ tests/artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -54,17 +55,24 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, monkeypatch
     expect(name).to_have_value("Ludwig van Beethoven")  # the page has loaded its first character
     page.get_by_role("button", name="New", exact=True).click()
     expect(name).to_have_value("")  # the empty form is back from the server before we type
-    name.fill("Ada Browser")
-    page.get_by_label("Description").fill("Ada is a lighthouse keeper on a stormy northern island.")
+    # The accordion first: its fields are mounted when it opens and could drop text typed earlier.
     page.get_by_text("Profile and facts").click()
-    page.get_by_label("Facts (one short fact per line, in the first person)").fill(
-        "I keep the lighthouse on Skarvøy.\nMy cat is called Fog.\nI was born in Tromsø in 1990.")
+    facts = page.get_by_label("Facts (one short fact per line, in the first person)")
+    facts.wait_for(state="visible")
+    typed = [(name, "Ada Browser"),
+             (page.get_by_label("Description"), "Ada is a lighthouse keeper on a stormy northern island."),
+             (facts, "I keep the lighthouse on Skarvøy.\nMy cat is called Fog.\nI was born in Tromsø in 1990.")]
+    for field, text in typed:
+        field.fill(text)
+    for field, text in typed:  # every field still holds its text when Save is pressed
+        expect(field).to_have_value(text)
     page.get_by_role("button", name="Save", exact=True).click()
     try:
         page.get_by_text("Saved", exact=False).first.wait_for()
     finally:
         shot(page, "1-characters")
-    assert (data / "characters" / "ada-browser.json").is_file()
+    saved = json.loads((data / "characters" / "ada-browser.json").read_text())
+    assert "I keep the lighthouse on Skarvøy." in json.dumps(saved, ensure_ascii=False)
     shot(page, "1-characters")
 
     # Scenes: pick one from the catalogue and chat in it.

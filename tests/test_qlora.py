@@ -147,3 +147,12 @@ def test_one_run_at_a_time_the_next_is_queued(tiny_dataset, data_dir):
     wait_for(lambda: read_status(data_dir / "runs" / first)["state"] == "finished", what="the first run")
     jobs.pump()
     wait_for(lambda: read_status(data_dir / "runs" / second)["state"] == "finished", what="the queued run")
+
+
+def test_a_run_on_an_empty_dataset_fails_with_its_reason(tmp_path, data_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "dataset.jsonl").write_text("")
+    run_id = JobManager().submit(options(empty, ""))
+    wait_for(lambda: read_status(data_dir / "runs" / run_id)["state"] == "failed", what="the run to fail")
+    assert "dataset.jsonl is empty" in read_status(data_dir / "runs" / run_id)["error"]

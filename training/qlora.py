@@ -279,8 +279,13 @@ def train(options: RunOptions, folder: Path) -> Path:
     from engine.model_source import resolve_model
     from training.experiences import load_examples
 
-    dataset_path = resolve_dataset(options.dataset)
-    examples = load_examples(dataset_path)  # a broken line fails here, before any training
+    try:  # a broken line fails here, before any training
+        dataset_path = resolve_dataset(options.dataset)
+        examples = load_examples(dataset_path)
+    except (ValueError, OSError) as err:
+        if (folder / "status.json").is_file():  # a queued run: say why, rather than look interrupted
+            write_status(folder, state="failed", error=str(err)[:500])
+        raise
     folder.mkdir(parents=True, exist_ok=True)
     if not options.resume:
         atomic_write_json(folder / "options.json", asdict(options))
