@@ -63,8 +63,9 @@ class ExperienceOptions:
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out where it stopped."})
 
     def __post_init__(self):
-        for name, low, high in (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("per_interview", 1, 16), ("probe_every", 0, 100),
-                                ("batch_size", 1, 64), ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)):
+        for name, low, high in (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10),
+                                ("per_interview", 1, 16), ("probe_every", 0, 100), ("batch_size", 1, 64),
+                                ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")

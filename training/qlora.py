@@ -270,7 +270,17 @@ Load it with `PeftModel.from_pretrained(base_model, "<this folder>")`, or pick i
 
 
 def train(options: RunOptions, folder: Path) -> Path:
-    """Run (or resume) the training in ``folder``; returns the adapter folder."""
+    """Run (or resume) the training in ``folder``; returns the adapter folder. A run that has a status
+    (queued by the UI, or started) and fails says why in it, rather than look interrupted."""
+    try:
+        return _train(options, folder)
+    except BaseException as err:
+        if (folder / "status.json").is_file():
+            write_status(folder, state="failed", error=f"{type(err).__name__}: {err}"[:500])
+        raise
+
+
+def _train(options: RunOptions, folder: Path) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
@@ -279,13 +289,8 @@ def train(options: RunOptions, folder: Path) -> Path:
     from engine.model_source import resolve_model
     from training.experiences import load_examples
 
-    try:  # a broken line fails here, before any training
-        dataset_path = resolve_dataset(options.dataset)
-        examples = load_examples(dataset_path)
-    except (ValueError, OSError) as err:
-        if (folder / "status.json").is_file():  # a queued run: say why, rather than look interrupted
-            write_status(folder, state="failed", error=str(err)[:500])
-        raise
+    dataset_path = resolve_dataset(options.dataset)
+    examples = load_examples(dataset_path)  # a broken line fails here, before any training
     folder.mkdir(parents=True, exist_ok=True)
     if not options.resume:
         atomic_write_json(folder / "options.json", asdict(options))
@@ -370,21 +375,17 @@ def train(options: RunOptions, folder: Path) -> Path:
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=collator, callbacks=[Progress()])
     checkpoint = last_checkpoint(folder) if options.resume else None
-    try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        adapter = folder / "adapter"
-        model.save_pretrained(adapter, safe_serialization=True)
-        tokenizer.save_pretrained(adapter)
-        logs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        losses = [r["loss"] for r in logs if r.get("loss") is not None]
-        evals = [r["eval_loss"] for r in logs if r.get("eval_loss") is not None]
-        metrics = {"step": trainer.state.global_step, "loss": losses[-1] if losses else None,
-                   "eval_loss": evals[-1] if evals else None, "train_runtime_s": result.metrics.get("train_runtime")}
-        atomic_write_text(adapter / "README.md", model_card(options, dataset_path, source, metrics))
-        atomic_write_json(adapter / "simulacra.json", {"character": options.character, "dataset": str(dataset_path),
-                                                       "options": asdict(options), "metrics": metrics})
-        write_status(folder, state="stopped" if stopping["asked"] else "finished", finished=time.time(), **metrics)
-        return adapter
-    except BaseException as err:
-        write_status(folder, state="failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    adapter = folder / "adapter"
+    model.save_pretrained(adapter, safe_serialization=True)
+    tokenizer.save_pretrained(adapter)
+    logs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    losses = [r["loss"] for r in logs if r.get("loss") is not None]
+    evals = [r["eval_loss"] for r in logs if r.get("eval_loss") is not None]
+    metrics = {"step": trainer.state.global_step, "loss": losses[-1] if losses else None,
+               "eval_loss": evals[-1] if evals else None, "train_runtime_s": result.metrics.get("train_runtime")}
+    atomic_write_text(adapter / "README.md", model_card(options, dataset_path, source, metrics))
+    atomic_write_json(adapter / "simulacra.json", {"character": options.character, "dataset": str(dataset_path),
+                                                   "options": asdict(options), "metrics": metrics})
+    write_status(folder, state="stopped" if stopping["asked"] else "finished", finished=time.time(), **metrics)
+    return adapter
