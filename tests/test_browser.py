@@ -44,9 +44,11 @@ def shot(page, name: str):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, monkeypatch):
+def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, monkeypatch):
     data = app_url[1]
     monkeypatch.setenv("SIMULACRA_DATA_DIR", str(data))  # the in-process app reads it when it saves
+    # As in `python app.py`, the engine finds adapters where the app's runs are saved.
+    monkeypatch.setattr(engine, "adapters_dir", (data / "runs").resolve())
     # Characters: a new character, saved.
     tab(page, "Characters")
     from playwright.sync_api import expect
@@ -75,13 +77,18 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, monkeypatch
     assert "I keep the lighthouse on Skarvøy." in json.dumps(saved, ensure_ascii=False)
     shot(page, "1-characters")
 
-    # Scenes: pick one from the catalogue and chat in it.
+    # Scenes: a scene of her own, and chat in it.
     tab(page, "Scenes")
+    scene_name = page.get_by_label("Scene name")
+    scene_name.fill("Evening at the lighthouse")
+    expect(scene_name).to_have_value("Evening at the lighthouse")
     shot(page, "2-scenes")
     page.get_by_role("button", name="Chat in this scene").click()
 
     # Chat: the reply streams in (the text grows while it is being written).
-    page.get_by_role("tab", name="Chat", exact=True).wait_for()
+    # The new chat (scene line and conversation arrive together) must be on the page before the bot
+    # messages are counted: counted on the chat shown before it, a greeting would be miscounted.
+    expect(page.locator("#chat-scene")).to_contain_text("Evening at the lighthouse")
     box = page.get_by_placeholder("Say something in character…")
     bots = page.locator(".message.bot, [data-testid='bot']")
     before = bots.count()  # the greeting, if the character has one
@@ -119,7 +126,31 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, monkeypatch
     runs = list((data / "runs").glob("*/adapter/adapter_model.safetensors"))
     assert runs, "the run saved no adapter"
 
-    # Interview: the base model and the new adapter, side by side.
+    run_id = runs[0].parent.parent.name
+
+    # Interview: the base model and the new adapter, side by side. Opening the tab lists the adapter
+    # trained since the page loaded (no Refresh); Ada has no shipped set, so she gets a file of two questions.
     tab(page, "Interview")
-    page.get_by_role("button", name="Refresh adapters").click()
-    shot(page, "5-interview")
+    page.get_by_label(run_id, exact=True).check()
+    questions = data / "ada-questions.json"
+    questions.write_text(json.dumps([
+        {"topic_id": "topic-1", "topic": "personal information and past experiences",
+         "question": "What is the name of your cat?", "expected_any": ["Fog"]},
+        {"topic_id": "topic-4", "topic": "anachronism", "question": "Can you write me a Python function?",
+         "forbidden_any": ["def "]}]))
+    page.locator("input[type=file][accept='.json, .jsonl']").set_input_files(str(questions))
+    expect(page.get_by_label("Question set")).to_have_value("the uploaded file")
+    page.get_by_role("button", name="Run the interview").click()
+    try:
+        page.get_by_text(re.compile(r"Done: 2 questions × 2 model")).wait_for(timeout=300_000)
+    finally:
+        shot(page, "5-interview")
+    answers = page.get_by_label(re.compile("Answers side by side"))
+    expect(answers).to_contain_text("What is the name of your cat?")
+    assert list((data / "interviews").glob("*/*/comparison.md")), "the interview saved no comparison"
+
+    # Chat lists the new adapter as soon as the tab opens.
+    tab(page, "Chat")
+    page.get_by_label("Adapter (trained character)").click()
+    expect(page.get_by_role("option", name=run_id)).to_be_visible()
+    shot(page, "6-chat-adapter")

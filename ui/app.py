@@ -28,11 +28,11 @@ def build_app(engine: Engine) -> gr.Blocks:
                 built = characters_tab.build(engine, characters)
             with gr.Tab("Scenes", id="scenes"):
                 scenes = scenes_tab.build(engine, characters, scene_state)
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as chat_page:
                 chat = chat_tab.build(engine, characters, chats, scene_state)
             with gr.Tab("Training", id="training"):
                 training = training_tab.build(engine, characters)
-            with gr.Tab("Interview", id="interview"):
+            with gr.Tab("Interview", id="interview") as interview_page:
                 interviews = interview_tab.build(engine, characters)
 
         def follow(name):
@@ -45,6 +45,16 @@ def build_app(engine: Engine) -> gr.Blocks:
                                api_visibility="private")
         scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
 
+        def chat_adapters(value):
+            """The adapter dropdown of Chat with the adapters on disk now (a run may have finished since the
+            page was built)."""
+            return gr.Dropdown(choices=[chat_tab.NO_ADAPTER, *engine.available_adapters()], value=value)
+
+        # Opening a tab re-reads the adapters, so one trained after the page loaded can be picked at once.
+        chat_page.select(chat_adapters, chat["adapter"], chat["adapter"],
+                         api_visibility="private")
+        interview_page.select(*interviews["refresh"], api_visibility="private")
+
         def chat_with_run(run_id):
             """Open Chat with the character of a run and its trained adapter."""
             if not run_id:
@@ -53,8 +63,7 @@ def build_app(engine: Engine) -> gr.Blocks:
             if not (folder / "adapter" / "adapter_config.json").is_file():
                 raise gr.Error("This run has no adapter yet: wait for it to finish, or stop it (that saves one).")
             character = json.loads((folder / "options.json").read_text())["character"]
-            adapters = [chat_tab.NO_ADAPTER, *engine.available_adapters()]
-            return gr.Dropdown(value=character), gr.Dropdown(choices=adapters, value=run_id), gr.Tabs(selected="chat")
+            return gr.Dropdown(value=character), chat_adapters(run_id), gr.Tabs(selected="chat")
 
         fn, inputs, outputs = chat["start"]
         training["chat_with"].click(shown(chat_with_run), training["run"], [chat["character"], chat["adapter"], tabs],

@@ -140,7 +140,7 @@ class ChatTab:
             scene = gr.Dropdown([s.name for s in scene_catalogue()], value=INTERVIEW.name, label="Scene", scale=2,
                                 allow_custom_value=True, info="Pick one here or build one in the Scenes tab.")
             adapter = gr.Dropdown(self.adapters(), value=NO_ADAPTER, label="Adapter (trained character)", scale=1)
-        scene_view = gr.Markdown()
+        scene_view = gr.Markdown(elem_id="chat-scene")
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Conversation", height=480, buttons=["copy"])
