@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -143,9 +144,7 @@ def test_every_third_grounded_interview_also_asks_about_something_unknowable(bee
             at = next(i for i, t in enumerate(item["dialogue"]) if t["content"] == probed[0])
             thinking, reply = item["dialogue"][at + 1], item["dialogue"][at + 2]
             assert thinking["action"] == "(thinking)" and reply["role"] == beethoven.name
-            probe = probes[probed[0]]  # it may name the thing asked about, nothing else it cannot know
-            others = {**probe, "forbidden": [t for t in probe["forbidden"] if t.lower() not in probe["thing"].lower()]}
-            assert not knows_forbidden([thinking, reply], beethoven, others)
+            assert not knows_forbidden([thinking, reply], beethoven, probes[probed[0]])
             assert reply["content"] not in beethoven.sims.facts
 
 
@@ -161,6 +160,24 @@ def test_a_template_protective_experience_is_puzzled_by_the_thing_alone(beethove
     # The follow-up is a question of his own time, answered with the fact it asks for, not with puzzlement.
     assert turns[4]["content"] in beethoven.sims.facts and turns[3]["content"] in fact_questions(turns[4]["content"])
     assert "train" not in turns[4]["content"].lower()
+
+
+def test_puzzlement_names_the_thing_as_the_character_would_and_never_breaks_character(beethoven):
+    """Every template, for every thing: the article fits ("an AI", "the internet", "Hogwarts"), nothing
+    forbidden is said, and the AI probe is not answered with "language model" (a character break)."""
+    from evaluation.metrics import breaks_character
+    from training.experiences import anachronisms, puzzled_reply
+
+    for thing in anachronisms():
+        for seed in range(40):
+            turns = puzzled_reply(beethoven, thing, random.Random(seed))
+            assert not knows_forbidden(turns, beethoven, thing), (thing["thing"], turns)
+            for turn in turns:
+                assert not breaks_character(turn["content"]), turn["content"]
+                assert not re.search(r"\ba [aeiouAEIOU]|\ban [^aeiouAEIOU\W]", turn["content"]), turn["content"]
+    ai = next(a for a in anachronisms() if a["thing"] == "AI language model")
+    lines = " ".join(t["content"] for s in range(50) for t in puzzled_reply(beethoven, ai, random.Random(s)))
+    assert "an AI" in lines and "An AI?" in lines and "'AI'" in lines and "language model" not in lines
 
 
 def test_interview_questions_are_held_out_from_training(data_dir):

@@ -192,32 +192,44 @@ def knows_forbidden(turns: list[dict], character: Character, anachronism: dict) 
     return any(term.lower() in said for term in anachronism["forbidden"])
 
 
-OPENERS = ["{thing}? I have never heard of such a thing.", "A {thing}? You speak in riddles, friend.",
-           "What is this '{thing}' you keep talking about?", "I do not understand you. {thing}? What is that?",
-           "{thing}... no, that word means nothing to me."]
+# {a_thing} is the thing as the character would say it, with its article ("an AI", "the internet",
+# "Hogwarts"); {thing} is the bare word. Neither is the catalogue's name: "AI language model" in a
+# character's mouth would be the very character break that protection is meant to prevent.
+OPENERS = ["{Thing}? I have never heard of such a thing.", "{A_thing}? You speak in riddles, friend.",
+           "What is this '{thing}' you keep talking about?", "I do not understand you. {Thing}? What is that?",
+           "{Thing}... no, that word means nothing to me."]
 CLOSERS = ["Ask me instead about my own life.", "Speak of things I can understand.",
            "Perhaps it is a custom of your country.", "You are a strange one. Let us talk of what I know.",
            "Enough of this."]
 
 
-PUZZLED = ["This stranger talks of a {thing}. I know of no such thing.", "A {thing}? The word is strange to me.",
-           "What can this {thing} be? Nothing I have ever seen.", "I must not pretend to know what a {thing} is."]
+PUZZLED = ["This stranger talks of {a_thing}. I know of no such thing.", "{A_thing}? The word is strange to me.",
+           "What can this {thing} be? Nothing I have ever seen.", "I must not pretend to know what {a_thing} is."]
 
 
-def puzzled_reply(character: Character, thing: str, rng: random.Random) -> list[dict]:
+def said_forms(anachronism: dict) -> dict[str, str]:
+    """The template fields for a thing: with and without its article, each also capitalised."""
+    a_thing = anachronism.get("said") or f"a {anachronism['thing']}"
+    thing = re.sub(r"^(?:an?|the) ", "", a_thing)
+    return {"a_thing": a_thing, "A_thing": a_thing[:1].upper() + a_thing[1:],
+            "thing": thing, "Thing": thing[:1].upper() + thing[1:]}
+
+
+def puzzled_reply(character: Character, anachronism: dict, rng: random.Random) -> list[dict]:
     """The character's turns when asked about a thing it cannot know: puzzled thinking, then a reply."""
-    return [{"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(thing=thing)},
+    forms = said_forms(anachronism)
+    return [{"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(**forms)},
             {"role": character.name, "action": "(speaking)",
-             "content": f"{rng.choice(OPENERS).format(thing=thing.capitalize())} {rng.choice(CLOSERS)}"}]
+             "content": f"{rng.choice(OPENERS).format(**forms)} {rng.choice(CLOSERS)}"}]
 
 
 def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str) -> dict:
     """A protective experience written from templates, for when the generator cannot write a usable one."""
     fact = rng.choice(character.sims.facts) if character.sims.facts else f"I am {character.name}."
-    thing = anachronism["thing"]
     question = rng.choice(anachronism["questions"])
     scene = rng.choice(scene_catalogue())
-    turns = [{"role": "Stranger", "action": "(speaking)", "content": question}, *puzzled_reply(character, thing, rng)]
+    turns = [{"role": "Stranger", "action": "(speaking)", "content": question},
+             *puzzled_reply(character, anachronism, rng)]
     # Then a question of the character's own time, answered plainly: puzzlement is for the unknown
     # thing alone (without this, a trained character met every unfamiliar word with it).
     follow_up = fact_questions(fact)[:3] if character.sims.facts else []
@@ -260,7 +272,7 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
             probe = probes[(n // probe_every) % len(probes)]
             turns.insert(rng.randrange(len(turns) + 1),
                          [{"role": "Interviewer", "action": "(speaking)", "content": rng.choice(probe["questions"])},
-                          *puzzled_reply(character, probe["thing"], rng)])
+                          *puzzled_reply(character, probe, rng)])
         dialogue = [turn for pair in turns for turn in pair]
         items.append({"setting": ["Chat"], "location": INTERVIEW.place_and_time, "background": INTERVIEW.status,
                       "emotion": "", "topic": "", "source": "facts", "kind": "interview", "task": f"facts-{n}",
