@@ -111,8 +111,9 @@ def test_fact_questions_ask_for_each_detail_in_plain_english():
     assert fact_questions("I have never married.")[0] == "Have you ever married?"
     # A name used as an adjective or a clause's subject is not asked about: no broken questions.
     assert fact_questions("I played the viola in the Bonn court orchestra.") == [
-        "Did you play the viola in the Bonn court orchestra?",
-        "Is it true that you played the viola in the Bonn court orchestra?"]
+        "Did you play the viola in the Bonn court orchestra?"]
+    # One yes/no form a fact (its answer is in the question); "Is it true that" when no other fits.
+    assert sum(q.startswith(("Did ", "Is it true")) for q in moved) == 1
     assert not any("after died" in q for q in fact_questions(
         "I became guardian of my nephew Karl after my brother Kaspar Karl died in 1815."))
 
@@ -192,6 +193,19 @@ def test_interview_questions_are_held_out_from_training(data_dir):
         taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact)}
         asked = {q.question.lower() for q in question_set(set_for(name))}
         assert not asked & taught, (name, asked & taught)
+
+
+def test_an_experience_that_counts_otherwise_than_the_facts_is_dropped(beethoven):
+    """Beethoven's facts say nine symphonies: a script where he speaks of five is not trained on."""
+    scene = find_scene("Senate session")
+    script = ("Ludwig van Beethoven (thinking): {n} symphonies, and still they want more.\n"
+              "Ludwig van Beethoven (speaking): Sit down, friend, and listen.\n"
+              "Karl (speaking): Uncle, the copyist is here.\n"
+              "Ludwig van Beethoven (speaking): Then let him wait. I have two hands, not four.\n")
+    experience, reason = experience_from(script.format(n="Five"), beethoven, scene, "experience", "t", "scene-0")
+    assert experience is None and reason == "contradicts_a_fact"
+    experience, reason = experience_from(script.format(n="Nine"), beethoven, scene, "experience", "t", "scene-0")
+    assert experience is not None and reason == ""
 
 
 def test_examples_are_chat_format_ready_for_masking(beethoven):

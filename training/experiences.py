@@ -140,6 +140,25 @@ EXAMPLE_LINES = {"I must not show them how tired I am tonight.", "Good evening, 
                  "I do not know what you mean, friend. Speak plainly."}
 
 
+COUNT = re.compile(r"\b(\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\s+([a-z]+s)\b")
+
+
+def counts(text: str) -> dict[str, set[str]]:
+    """What a text counts: {"symphonies": {"nine"}} from "I have written nine symphonies"."""
+    found: dict[str, set[str]] = {}
+    for number, noun in COUNT.findall(text.lower()):
+        found.setdefault(noun, set()).add(number)
+    return found
+
+
+def contradicts_facts(turns: list[dict], character: Character) -> bool:
+    """The character counts something its facts count otherwise ("my five symphonies" against "I have
+    written nine symphonies"): a small model's slip that training would teach as the truth."""
+    known = counts(" ".join(character.sims.facts))
+    said = counts(" ".join(t["content"] for t in turns if t["role"] == character.name))
+    return any(noun in known and numbers - known[noun] for noun, numbers in said.items())
+
+
 def experience_from(text: str, character: Character, scene: Scene, kind: str, source: str,
                     task: str) -> tuple[dict | None, str]:
     """Character-LLM's experience schema from a generated script, or ``(None, reason)``.
@@ -154,6 +173,8 @@ def experience_from(text: str, character: Character, scene: Scene, kind: str, so
         return None, "too_few_turns"
     if not any(t["role"] == character.name and t["action"] == "(speaking)" for t in turns):
         return None, "character_never_speaks"
+    if contradicts_facts(turns, character):
+        return None, "contradicts_a_fact"
     experience = {
         "setting": [scene.type or "Chat"], "location": scene.place_and_time, "background": scene.status,
         "emotion": scene.mood, "topic": scene.topic, "source": source, "dialogue": turns,

@@ -183,8 +183,9 @@ def fact_questions(fact: str) -> list[str]:
             direct.append(question)
         indirect.append(INDIRECT[i % len(INDIRECT)].format(q=f"{wh} {rest}"))
     # Yes/no forms are answered with the fact alone: "Yes." after each teaches a small model to agree
-    # with anything, anachronisms included.
+    # with anything, anachronisms included. One form is enough: the answer is in the question, so they
+    # teach copying, not recall ("Is it true that …" is only for facts no other form fits).
     yes_no = _direct("", statement)
-    yes_no = [re.sub(r"\bnever\b", "ever", yes_no)] if yes_no else []
-    questions = direct + indirect + topics + yes_no + [f"Is it true that {statement}?"]
+    yes_no = [re.sub(r"\bnever\b", "ever", yes_no)] if yes_no else [f"Is it true that {statement}?"]
+    questions = direct + indirect + topics + yes_no
     return list(dict.fromkeys(q for q in questions if len(q) < 200))
