@@ -47,7 +47,7 @@ class ExperienceOptions:
     protective: int = field(default=4, metadata={"help": "Protective experiences to generate."})
     phrasings: int = field(default=8, metadata={"help": "Question phrasings per fact in the grounded interviews."})
     per_interview: int = field(default=4, metadata={"help": "Questions per grounded interview."})
-    probe_every: int = field(default=3, metadata={
+    probe_every: int = field(default=6, metadata={
         "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
