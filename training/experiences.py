@@ -230,7 +230,7 @@ PUZZLED = ["This stranger talks of {a_thing}. I know of no such thing.", "{A_thi
 
 def said_forms(anachronism: dict) -> dict[str, str]:
     """The template fields for a thing: with and without its article, each also capitalised."""
-    a_thing = anachronism.get("said") or f"a {anachronism['thing']}"
+    a_thing = anachronism["said"]
     thing = re.sub(r"^(?:an?|the) ", "", a_thing)
     return {"a_thing": a_thing, "A_thing": a_thing[:1].upper() + a_thing[1:],
             "thing": thing, "Thing": thing[:1].upper() + thing[1:]}

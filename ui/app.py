@@ -48,7 +48,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         def chat_adapters(value):
             """The adapter dropdown of Chat with the adapters on disk now (a run may have finished since the
             page was built)."""
-            return gr.Dropdown(choices=[chat_tab.NO_ADAPTER, *engine.available_adapters()], value=value)
+            return gr.Dropdown(choices=chat["adapters"](), value=value)
 
         # Opening a tab re-reads the adapters, so one trained after the page loaded can be picked at once.
         chat_page.select(chat_adapters, chat["adapter"], chat["adapter"],

@@ -335,7 +335,8 @@ class ChatTab:
         export.click(shown(export_chat), chat_state, download, api_name="export_chat")
         upload.upload(shown(import_chat), upload, outputs, api_name="import_chat")
         self.build_api()
-        return {"character": character, "scene": scene, "adapter": adapter, "chatbot": chatbot,
+        return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,
+                "chatbot": chatbot,
                 "start": (shown(start), setup, outputs),
                 "on_load": (restore, [remembered], [character, other, adapter, *outputs])}
 

@@ -115,5 +115,5 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
     stop.click(request_stop, stop_event, status, api_name="stop_interview")
     refresh.click(adapters, None, models, api_name="interview_adapters")
     upload.upload(lambda data: UPLOADED if data else OWN_SET, upload, question_choice, api_visibility="private")
-    return {"character": character, "models": models, "refresh": (adapters, None, models),
-            "on_load": (adapters, [], [models])}
+    refresh_models = (adapters, None, models)
+    return {"character": character, "models": models, "refresh": refresh_models, "on_load": refresh_models}
