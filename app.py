@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["SIMULACRA_DATA_DIR"] = os.path.abspath(app_options.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from characters.files import data_dir
+    from plumbing.layout import runs_dir
     from engine import Engine
     from ui.app import build_app
 
-    engine = Engine(engine_options, adapters_dir=data_dir() / "runs")
+    engine = Engine(engine_options, adapters_dir=runs_dir())
     demo = build_app(engine)
     demo.launch(server_name=app_options.host, server_port=app_options.port, show_error=True,
                 allowed_paths=[], max_file_size="20mb")

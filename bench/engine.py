@@ -140,13 +140,13 @@ def main() -> None:
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                      "repeats": args.repeats, "decode_tokens": args.tokens, "variants": {}}
 
-    from engine.model_source import model_cache_dir
+    from plumbing.layout import models_dir
 
     with tempfile.TemporaryDirectory() as empty:
         fresh_cache = Path(empty) / "models"
         results["cold_start_first_run_s"] = run_child("cold", str(fresh_cache))["seconds_to_first_token"]
         shutil.rmtree(fresh_cache, ignore_errors=True)
-    cached = [run_child("cold", str(model_cache_dir())) for _ in range(args.repeats)]
+    cached = [run_child("cold", str(models_dir())) for _ in range(args.repeats)]
     results["cold_start_from_cache_s"] = statistics.median(r["seconds_to_first_token"] for r in cached)
 
     variants = [("generate fp32 (baseline)", ("generate", "dynamic", str(threads))),

@@ -35,7 +35,7 @@ def main() -> None:
     from characters.scenes import scene_catalogue
     from characters.store import CharacterStore
     from engine import Engine, SamplingOptions
-    from training.experiences import ExperienceOptions, build_dataset
+    from training.dataset import ExperienceOptions, build_dataset
     from engine.generators import LocalGenerator
     from training.prompts import EXPERIENCE
 

@@ -29,13 +29,13 @@ def main() -> None:
     parser.add_argument("--adapter", default="")
     args = parser.parse_args()
 
-    from characters.files import data_dir
+    from plumbing.layout import runs_dir
     from characters.store import CharacterStore
     from engine import Engine
     from evaluation.interview import InterviewOptions, interview
     from evaluation.questions import question_set
 
-    engine = Engine(adapters_dir=data_dir() / "runs")
+    engine = Engine(adapters_dir=runs_dir())
     beethoven = CharacterStore().load("Ludwig van Beethoven")
     questions = question_set("ludwig-van-beethoven")[: args.questions]
     results = {"questions": len(questions), "model": engine.name, "precision": engine.options.precision,

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from characters import cards
-from characters.cli import run_command
-from characters.files import atomic_write_bytes
+from plumbing.cli import run_command
+from plumbing.files import atomic_write_bytes
 from characters.meta_prompt import meta_prompt
 from characters.store import CharacterStore
 

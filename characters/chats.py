@@ -13,7 +13,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from characters.files import atomic_write_json, data_dir, safe_child
+from plumbing.files import atomic_write_json, safe_child
+from plumbing.layout import chats_dir
 from characters.scenes import Scene
 
 MAX_CHAT_BYTES = 4 * 2**20
@@ -83,7 +84,7 @@ def check_chat(value) -> Chat:
 
 class ChatStore:
     def __init__(self, root: str | Path | None = None):
-        self.folder = (Path(root) if root else data_dir()) / "chats"
+        self.folder = chats_dir(root)
 
     def _folder(self, character: str) -> Path:
         return safe_child(self.folder, character)

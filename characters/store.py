@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from characters.cards import card_json, read_card, to_v3
-from characters.files import atomic_write_bytes, data_dir, safe_child, slugify
+from plumbing.files import atomic_write_bytes, safe_child, slugify
+from plumbing.layout import characters_dir
 from characters.schema import LIMITS, Character, validate
 
 PRESETS_DIR = Path(__file__).with_name("presets")
@@ -29,7 +30,7 @@ class Entry:
 
 class CharacterStore:
     def __init__(self, root: str | Path | None = None, presets_dir: Path = PRESETS_DIR):
-        self.folder = (Path(root) if root else data_dir()) / "characters"
+        self.folder = characters_dir(root)
         self.presets_dir = presets_dir
         self._presets: dict[str, Character] | None = None
 

@@ -19,9 +19,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    BitsAndBytesConfig,
     DynamicCache,
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
@@ -29,11 +26,13 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from characters.files import UnsafePathError, inside
 from engine.bnb_cpu import unpack_cpu_4bit
-from engine.model_source import model_cache_dir, resolve_model
+from engine.loading import load_model, load_tokenizer
+from engine.model_source import resolve_model
+from plumbing.layout import models_dir
 from engine.options import EngineOptions, SamplingOptions
 from engine.prefix_cache import PrefixCache, common_prefix_of
+from plumbing.files import UnsafePathError, inside
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +49,6 @@ class AdapterError(ValueError):
     """An adapter name that is unknown, unsafe or does not fit the base model."""
 
 
-def quantization_config(precision: str, on_cuda: bool) -> BitsAndBytesConfig | None:
-    if precision == "4bit":
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            # bf16 compute is fast on GPUs; CPUs without AMX are faster in fp32.
-            bnb_4bit_compute_dtype=torch.bfloat16 if on_cuda else torch.float32,
-            bnb_4bit_use_double_quant=on_cuda,
-        )
-    if precision == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
 class Engine:
     def __init__(self, options: EngineOptions | None = None, adapters_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None):
@@ -72,17 +57,11 @@ class Engine:
         on_cuda = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda" if on_cuda else "cpu")
         started = time.perf_counter()
-        self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else model_cache_dir())
+        self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else models_dir())
         trust = self.options.trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source, trust_remote_code=trust)
+        self.tokenizer = load_tokenizer(self.source, trust)
         precision = self.options.precision
-        kwargs: dict = {"trust_remote_code": trust, "device_map": {"": self.device.type}}
-        quant = quantization_config(precision, on_cuda)
-        if quant is not None:
-            kwargs["quantization_config"] = quant
-        else:
-            kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(self.source, **kwargs).eval()
+        self.model = load_model(self.source, precision, self.device.type, trust).eval()
         self.base_model = self.model
         self.load_seconds = time.perf_counter() - started
         self.eos_ids = self._eos_ids()
@@ -100,6 +79,16 @@ class Engine:
 
     def memory_bytes(self) -> int:
         return self.base_model.get_memory_footprint()
+
+    def usage(self) -> dict:
+        """Memory in use: the model's weights, and the GPU's allocation or the process's resident memory."""
+        if self.device.type == "cuda":
+            device_memory = f"GPU {torch.cuda.memory_allocated() / 2**20:.0f} MB allocated"
+        else:
+            import psutil
+
+            device_memory = f"process {psutil.Process().memory_info().rss / 2**20:.0f} MB resident"
+        return {"model_mb": self.memory_bytes() / 2**20, "device_memory": device_memory}
 
     def _eos_ids(self) -> set[int]:
         ids = set()

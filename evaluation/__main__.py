@@ -14,15 +14,15 @@ import sys
 
 from transformers import HfArgumentParser
 
-from characters.cli import run_command
+from plumbing.cli import run_command
 
 
 def _prepare(argv: list[str], prog: str):
     """Options, character, questions and the loaded engine; a bad file or adapter fails before any answer."""
-    from characters.files import data_dir
     from characters.store import CharacterStore
     from engine import Engine, EngineOptions
     from evaluation.interview import InterviewOptions, resolve_adapter, resolve_questions
+    from plumbing.layout import runs_dir
 
     parser = HfArgumentParser((InterviewOptions, EngineOptions), prog=prog)
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
@@ -30,7 +30,7 @@ def _prepare(argv: list[str], prog: str):
         raise ValueError("--character and --out are needed")
     character = CharacterStore().load(options.character)
     questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
-    engine = Engine(engine_options, adapters_dir=data_dir() / "runs")
+    engine = Engine(engine_options, adapters_dir=runs_dir())
     resolve_adapter(engine, options.adapter)
     return options, character, questions, source, engine
 
@@ -68,7 +68,7 @@ def before_after(argv: list[str]) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from characters.files import slugify
+    from plumbing.files import slugify
     from evaluation.interview import label
     from evaluation.report import save_comparison, write_report
 

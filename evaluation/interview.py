@@ -22,6 +22,7 @@ from engine.roleplay import turn_messages
 from evaluation import judge as llm_judge
 from evaluation import metrics
 from evaluation.questions import Question, QuestionError, load_questions, question_set, set_for
+from plumbing.checks import check_whole_numbers
 
 INTERVIEWER = "Interviewer"
 Progress = Callable[[int, int, str], None]
@@ -57,10 +58,7 @@ class InterviewOptions:
             raise ValueError(f"judge must be none or openai, not {self.judge!r}")
         if self.judge == "openai" and not (self.judge_base_url and self.judge_model):
             raise ValueError("the openai judge needs --judge-base-url and --judge-model")
-        for name, low, high in (("turns", 2, 200), ("batch_size", 1, 64)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+        check_whole_numbers(self, (("turns", 2, 200), ("batch_size", 1, 64)))
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)

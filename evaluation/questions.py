@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from characters.files import safe_child, slugify
+from plumbing.files import safe_child, slugify
 
 SHIPPED = Path(__file__).parent / "questions"
 TOPICS = {

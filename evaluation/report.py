@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from characters.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from plumbing.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from evaluation.metrics import HIGHER_IS_BETTER
 
 SHOWN = ["memorization", "protection", "consistency", "identity_kept", "character_breaks", "degeneration"]

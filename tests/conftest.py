@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden"
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -81,3 +82,34 @@ def app_url(engine, tmp_path_factory):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
     yield f"http://127.0.0.1:{port}/", folder
     demo.close()
+
+
+# ---- helpers shared by several test files ---------------------------------------------------------
+
+def golden(name: str, text: str) -> None:
+    """``text`` must equal the golden file ``tests/golden/<name>`` (UPDATE_GOLDEN=1 rewrites it)."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+HEAD = ("name", "gender", "age", "tone", "career", "aspiration", "era", "traits")
+TAIL = ("hobbies", "advantages", "disadvantages", "family", "social_relations", "living_conditions", "description",
+        "personality", "first_mes", "alternate_greetings", "mes_example", "scenario", "profile", "facts",
+        "system_prompt", "post_history_instructions", "creator_notes", "tags")
+
+
+def form(name="Tess Okoro", traits=("Creative", "Outgoing"), skills=None, **extra) -> list:
+    """The builder's values in its order (see ui.characters_tab.Form.components)."""
+    from characters import catalogue
+
+    levels = [0] * len(catalogue.skills())
+    for skill, level in (skills or {"Painting": 7}).items():
+        levels[catalogue.skills().index(skill)] = level
+    values = dict.fromkeys(HEAD + TAIL, "")
+    values.update(name=name, gender="female", age="29", tone="warm", career="Painter",
+                  aspiration="Painter Extraordinaire", traits=list(traits), hobbies="sketching",
+                  living_conditions="Lives in Windenburg.", first_mes="Hello!", facts="I paint murals.")
+    values.update(extra)
+    return [values[k] for k in HEAD] + levels + [values[k] for k in TAIL]

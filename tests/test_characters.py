@@ -15,15 +15,14 @@ from PIL import Image, PngImagePlugin
 
 from characters import catalogue
 from characters.cards import CardError, export, read_card, to_png, to_v2, to_v3
-from characters.files import UnsafePathError, atomic_write_text, inside, safe_child, slugify
+from plumbing.files import UnsafePathError, atomic_write_text, inside, safe_child, slugify
 from characters.meta_prompt import chat_messages, meta_prompt, replace_macros
 from characters.scenes import Scene
 from characters.schema import Character, CharacterError, Simulacra, validate
 from characters.store import CharacterNotFound, CharacterStore
-from conftest import ROOT
+from conftest import ROOT, golden
 
 FIXTURES = Path(__file__).parent / "fixtures"
-GOLDEN = Path(__file__).parent / "golden"
 HISTORICAL = ["Ludwig van Beethoven", "Cleopatra VII", "Julius Caesar", "Socrates", "Isaac Newton", "Spartacus",
               "Martin Luther King Jr."]
 
@@ -327,13 +326,6 @@ def test_cli_errors_are_one_line_without_traceback(data_dir, args):
 
 
 # ---- meta prompt -----------------------------------------------------------------------------
-
-def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert text == path.read_text()
-
 
 def test_meta_prompt_golden_preset_in_the_interview_setting(store):
     golden("beethoven_interview.txt", meta_prompt(store.load("Ludwig van Beethoven")))

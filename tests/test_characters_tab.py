@@ -12,30 +12,12 @@ from characters.builder import describe, surprise
 from characters.cards import read_card
 from characters.schema import validate
 from characters.store import CharacterStore
+from conftest import form
 
 
 @pytest.fixture
 def client(app_url):
     return Client(app_url[0], verbose=False)
-
-
-HEAD = ("name", "gender", "age", "tone", "career", "aspiration", "era", "traits")
-TAIL = ("hobbies", "advantages", "disadvantages", "family", "social_relations", "living_conditions", "description",
-        "personality", "first_mes", "alternate_greetings", "mes_example", "scenario", "profile", "facts",
-        "system_prompt", "post_history_instructions", "creator_notes", "tags")
-
-
-def form(name="Tess Okoro", traits=("Creative", "Outgoing"), skills=None, **extra) -> list:
-    """The builder's values in its order (see ui.characters_tab.Form.components)."""
-    levels = [0] * len(catalogue.skills())
-    for skill, level in (skills or {"Painting": 7}).items():
-        levels[catalogue.skills().index(skill)] = level
-    values = dict.fromkeys(HEAD + TAIL, "")
-    values.update(name=name, gender="female", age="29", tone="warm", career="Painter",
-                  aspiration="Painter Extraordinaire", traits=list(traits), hobbies="sketching",
-                  living_conditions="Lives in Windenburg.", first_mes="Hello!", facts="I paint murals.")
-    values.update(extra)
-    return [values[k] for k in HEAD] + levels + [values[k] for k in TAIL]
 
 
 def test_surprise_draws_consistent_characters():

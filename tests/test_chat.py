@@ -14,8 +14,8 @@ from characters.scenes import INTERVIEW, find_scene, scene_catalogue
 from characters.store import CharacterStore
 from engine.messages import text_of
 from engine.roleplay import model_history, turn_messages
-from test_characters import golden
-from training.scenes import parse_scenes
+from conftest import golden
+from training.scene_extraction import parse_scenes
 
 NOBODY = "nobody (chat with me)"
 

@@ -9,14 +9,15 @@ import torch
 
 from conftest import BEETHOVEN
 from engine import AdapterError, PromptTooLong, SamplingOptions
-from engine.model_source import EMBEDDED_NAME, embedded_gguf, model_cache_dir
+from engine.model_source import EMBEDDED_NAME, embedded_gguf
+from plumbing.layout import models_dir
 
 GREEDY = SamplingOptions(temperature=0, max_new_tokens=24)
 
 
 def test_embedded_model_is_found_and_converted_once(engine):
     assert embedded_gguf().suffix == ".gguf"
-    folder = model_cache_dir() / EMBEDDED_NAME
+    folder = models_dir() / EMBEDDED_NAME
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     assert engine.source == str(folder)
 

@@ -110,7 +110,7 @@ def test_judge_scores_are_parsed_and_out_of_range_refused():
 
 def test_every_preset_has_a_question_set_with_probes_and_references():
     presets = CharacterStore().presets()
-    from characters.files import slugify
+    from plumbing.files import slugify
 
     assert {slugify(name) for name in presets} <= set(shipped_sets())
     for name in shipped_sets():

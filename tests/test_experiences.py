@@ -15,9 +15,12 @@ import pytest
 from characters.scenes import find_scene
 from characters.store import CharacterStore
 from engine import SamplingOptions
-from training.experiences import (ExperienceOptions, Stopped, build_dataset, era_end, experience_from,
-                                  grounded_interviews, knows_forbidden, load_examples, parse_dialogue, read_jsonl,
-                                  to_example, unknowable)
+from plumbing.files import read_jsonl
+from training.dataset import ExperienceOptions, Stopped, build_dataset, load_examples, to_example
+from training.dialogue import parse_dialogue
+from training.experience import experience_from
+from training.grounded_interviews import grounded_interviews
+from training.protective_experiences import era_end, knows_forbidden, unknowable
 from training.fact_questions import fact_questions
 from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
@@ -77,8 +80,8 @@ def test_a_scene_without_background_is_dropped(beethoven):
 def test_experience_schema(beethoven):
     experience, _ = experience_from(output("experience_colon.txt"), beethoven, find_scene("Senate session"),
                                     "experience", "local:model", "scene-0")
-    assert set(experience) >= {"setting", "location", "background", "source", "dialogue"}
-    assert experience["location"] == "The senate chamber - Morning" and experience["setting"] == ["Debate"]
+    assert set(experience.to_dict()) >= {"setting", "location", "background", "source", "dialogue"}
+    assert experience.location == "The senate chamber - Morning" and experience.setting == ["Debate"]
 
 
 # ---- protective experiences and interviews ---------------------------------------------------
@@ -120,41 +123,41 @@ def test_fact_questions_ask_for_each_detail_in_plain_english():
 
 def test_grounded_interviews_pack_unambiguous_questions(beethoven):
     items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4)
-    pairs = [(q["content"], a["content"]) for item in items for q, a in zip(item["dialogue"][::2], item["dialogue"][1::2])]
+    pairs = [(q["content"], a["content"]) for item in items for q, a in zip(item.dialogue[::2], item.dialogue[1::2])]
     assert len(pairs) == len(set(pairs)) >= 2.5 * len(beethoven.sims.facts)
-    assert all(len(item["dialogue"]) <= 8 for item in items) and len(items) == -(-len(pairs) // 4)
+    assert all(len(item.dialogue) <= 8 for item in items) and len(items) == -(-len(pairs) // 4)
     assert ("Where were you born?", "I was born in Bonn in December 1770.") in pairs
     for item in items:  # no fact twice in one interview, where its answer could be copied
-        answers = [turn["content"] for turn in item["dialogue"][1::2]]
+        answers = [turn["content"] for turn in item.dialogue[1::2]]
         assert len(answers) == len(set(answers))
     # "Tell me about your mother." fits two facts, so it teaches neither.
     assert not any(q == "Tell me about your mother." for q, _ in pairs)
     assert sum(1 for q, _ in pairs if q == "Who is your mother?") == 1
     single = grounded_interviews(beethoven, 3, random.Random(0), per_interview=1)
-    assert len(single) == len(pairs) and all(len(i["dialogue"]) == 2 for i in single)
+    assert len(single) == len(pairs) and all(len(i.dialogue) == 2 for i in single)
 
 
 def test_every_third_grounded_interview_also_asks_about_something_unknowable(beethoven):
     items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3)
     probes = {q: a for a in unknowable(beethoven) for q in a["questions"]}
     for n, item in enumerate(items):
-        asked = [t["content"] for t in item["dialogue"] if t["role"] == "Interviewer"]
+        asked = [t["content"] for t in item.dialogue if t["role"] == "Interviewer"]
         probed = [q for q in asked if q in probes]
         assert len(probed) == (1 if n % 3 == 0 else 0)
         if probed:  # puzzled thinking, then a reply that does not know the thing
-            at = next(i for i, t in enumerate(item["dialogue"]) if t["content"] == probed[0])
-            thinking, reply = item["dialogue"][at + 1], item["dialogue"][at + 2]
+            at = next(i for i, t in enumerate(item.dialogue) if t["content"] == probed[0])
+            thinking, reply = item.dialogue[at + 1], item.dialogue[at + 2]
             assert thinking["action"] == "(thinking)" and reply["role"] == beethoven.name
             assert not knows_forbidden([thinking, reply], beethoven, probes[probed[0]])
             assert reply["content"] not in beethoven.sims.facts
 
 
 def test_a_template_protective_experience_is_puzzled_by_the_thing_alone(beethoven):
-    from training.experiences import protective_template
+    from training.protective_experiences import protective_template
 
     train = next(a for a in unknowable(beethoven) if a["thing"] == "train")
     experience = protective_template(beethoven, train, random.Random(3), "protective-0")
-    turns = experience["dialogue"]
+    turns = experience.dialogue
     assert [t["role"] for t in turns] == ["Stranger", beethoven.name, beethoven.name, "Stranger", beethoven.name]
     assert turns[1]["action"] == "(thinking)" and "train" in turns[1]["content"].lower()
     assert not knows_forbidden(turns, beethoven, train)
@@ -167,7 +170,7 @@ def test_puzzlement_names_the_thing_as_the_character_would_and_never_breaks_char
     """Every template, for every thing: the article fits ("an AI", "the internet", "Hogwarts"), nothing
     forbidden is said, and the AI probe is not answered with "language model" (a character break)."""
     from evaluation.metrics import breaks_character
-    from training.experiences import anachronisms, puzzled_reply
+    from training.protective_experiences import anachronisms, puzzled_reply
 
     for thing in anachronisms():
         for seed in range(40):
@@ -266,7 +269,7 @@ def test_pipeline_counts_drops_and_writes_the_dataset(beethoven, data_dir):
     examples = load_examples(out)
     assert len(examples) == stats["examples"]
     assert json.loads((out / "settings.json").read_text())["scenes"] == 6
-    from training.experiences import as_dataset
+    from training.dataset import as_dataset
     dataset = as_dataset(out)
     assert {"messages", "kind", "source"} <= set(dataset.column_names) and len(dataset) == len(examples)
 

@@ -20,7 +20,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import ROOT, free_port
-from test_characters_tab import form
+from conftest import form
 from ui.chat_tab import NO_ADAPTER, NOBODY
 
 BIG = 12 * 1024 * 1024

@@ -11,7 +11,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from characters.cli import run_command
+from plumbing.cli import run_command
 
 
 def experiences(argv: list[str]) -> int:
@@ -19,8 +19,7 @@ def experiences(argv: list[str]) -> int:
 
     from characters.store import CharacterStore
     from engine import EngineOptions
-    from training.experiences import ExperienceOptions, build_dataset, dataset_dir
-    from engine.generators import LocalGenerator, OpenAIGenerator
+    from training.dataset import ExperienceOptions, build_dataset, dataset_dir
 
     parser = HfArgumentParser((ExperienceOptions, EngineOptions), prog="python -m training experiences")
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
@@ -31,8 +30,7 @@ def experiences(argv: list[str]) -> int:
     from engine import Engine
 
     engine = Engine(engine_options)  # the local generator; its tokenizer also counts the dataset's tokens
-    generator = LocalGenerator(engine, options.batch_size) if options.generator == "local" else OpenAIGenerator(
-        options.base_url, options.api_model, options.api_key_env, options.max_in_flight)
+    generator = options.make_generator(engine)
     bar = tqdm(total=options.scenes + options.protective + 1, unit="task")
 
     def progress(done, total, message):
@@ -51,7 +49,9 @@ def experiences(argv: list[str]) -> int:
 def run(argv: list[str]) -> int:
     from pathlib import Path
 
-    from training.qlora import RunOptions, new_run_id, runs_dir, train
+    from plumbing.layout import runs_dir
+    from training.qlora import RunOptions, train
+    from training.runs import new_run_id
 
     parser = HfArgumentParser(RunOptions, prog="python -m training run")
     (options,) = parser.parse_args_into_dataclasses(args=argv)

@@ -1,13 +1,12 @@
 """Training runs as processes of their own: one at a time, the rest queued, found again after a restart.
 
-The state lives on disk (``user_data/runs/<id>/status.json`` and the process's pid), never in
-the UI's memory, so a page reload or an app restart re-attaches to a running job, and a run
+The state lives on disk (a run folder's ``status.json`` and the process's pid, see
+``training.runs``), never in the UI's memory, so a page reload or an app restart re-attaches to a running job, and a run
 whose process died is seen as *interrupted* and can be resumed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,11 +15,13 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from characters.files import atomic_write_json
-from training.qlora import RunOptions, last_checkpoint, new_run_id, read_status, run_folder, runs_dir, write_status
+from plumbing.files import atomic_write_json
+from plumbing.layout import data_dir, runs_dir
+from training.qlora import RunOptions
+from training.runs import (ACTIVE, all_runs, last_checkpoint, new_run_id, read_log, read_options, read_status,
+                           run_folder, write_status)
 
 ROOT = Path(__file__).resolve().parent.parent
-ACTIVE = ("starting", "running")
 
 
 class JobManager:
@@ -31,27 +32,18 @@ class JobManager:
 
     def runs(self) -> list[dict]:
         """Every run, newest first: id, status, options, last log line."""
-        root = runs_dir()
         found = []
-        for folder in sorted(root.glob("*/options.json"), reverse=True) if root.is_dir() else []:
-            folder = folder.parent
+        for folder in all_runs():
             try:
-                options = json.loads((folder / "options.json").read_text())
+                options = read_options(folder)
             except (OSError, ValueError):
                 continue
             found.append({"id": folder.name, "status": read_status(folder), "options": options,
-                          "last": self.log(folder.name)[-1:] or [{}]})
+                          "last": read_log(folder)[-1:] or [{}]})
         return found
 
     def log(self, run_id: str) -> list[dict]:
-        path = run_folder(run_id) / "log.jsonl"
-        rows = []
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-        return rows
+        return read_log(run_folder(run_id))
 
     def output_tail(self, run_id: str, lines: int = 30) -> str:
         path = run_folder(run_id) / "process.log"
@@ -126,7 +118,7 @@ class JobManager:
         process = subprocess.Popen(
             [sys.executable, "-m", "training", "run", "--output-dir", str(folder), "--resume"],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "SIMULACRA_DATA_DIR": str(runs_dir().parent)},
+            env={**os.environ, "SIMULACRA_DATA_DIR": str(data_dir())},
         )
         log.close()
         write_status(folder, state="starting", pid=process.pid)

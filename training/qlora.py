@@ -2,17 +2,11 @@
 experiences, loss only on the character's own turns.
 
 Runs in a process of its own (``python -m training run …``, or ``accelerate launch -m training
-run …`` on several GPUs: the Trainer handles the distribution). Everything goes under
-``user_data/runs/<id>/``:
-
-- ``options.json``  the run's options        - ``status.json`` state, pid, step, times
-- ``log.jsonl``     step, loss, eval loss, learning rate, tokens/s, elapsed, ETA
-- ``checkpoint-N/`` Trainer checkpoints (adapter + optimizer + scheduler + RNG), for resume
-- ``adapter/``      the final adapter (safetensors) with a README model card
+run …`` on several GPUs: the Trainer handles the distribution). It writes its run folder
+(``training.runs``: options, status, log, checkpoints, adapter).
 
 Stop: a ``STOP`` file in the run folder, or SIGTERM, ends the run at the next step with the
-adapter saved. A run killed outright stays ``running`` in its status with a dead pid; readers
-call that *interrupted*, and ``--resume`` continues from its last checkpoint.
+adapter saved; ``--resume`` continues an interrupted run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -24,8 +18,11 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from characters.files import atomic_write_json, atomic_write_text, data_dir, inside
 from engine.bnb_cpu import keep_cpu_4bit_unpacked
+from plumbing.checks import check_whole_numbers
+from plumbing.files import atomic_write_json, atomic_write_text
+from plumbing.layout import dataset_folder
+from training.runs import append_log, last_checkpoint, read_log, write_status
 
 PRESETS = {
     # Minutes on a 2-core CPU with the embedded model; enough for the facts to stick.
@@ -80,12 +77,9 @@ class RunOptions:
         for name, value in {**defaults, **PRESETS[self.preset]}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        checks = [("lora_r", 1, 512), ("lora_alpha", 1, 4096), ("batch_size", 1, 512), ("grad_accum", 1, 512),
-                  ("max_seq_len", 64, 32768), ("save_steps", 1, 10**6), ("eval_steps", 1, 10**6)]
-        for name, low, high in checks:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+        check_whole_numbers(self, (("lora_r", 1, 512), ("lora_alpha", 1, 4096), ("batch_size", 1, 512),
+                                   ("grad_accum", 1, 512), ("max_seq_len", 64, 32768), ("save_steps", 1, 10**6),
+                                   ("eval_steps", 1, 10**6)))
         if not (isinstance(self.max_steps, int) and (self.max_steps == -1 or 1 <= self.max_steps <= 10**7)):
             raise ValueError("max_steps must be -1 or a positive whole number")
         if not 0 < float(self.learning_rate) <= 1:
@@ -102,62 +96,6 @@ class RunOptions:
         values = json.loads(Path(path).read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
-
-
-# ---- run folders and status -----------------------------------------------------------------
-
-def runs_dir() -> Path:
-    return data_dir() / "runs"
-
-
-def run_folder(run_id: str) -> Path:
-    folder = inside(runs_dir(), run_id)
-    if not (folder / "options.json").is_file():
-        raise FileNotFoundError(f"no run {run_id!r}")
-    return folder
-
-
-def new_run_id(character: str) -> str:
-    from characters.files import slugify
-
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slugify(character)[:40]}-{os.urandom(2).hex()}"
-
-
-def pid_alive(pid: int | None, marker: str = "") -> bool:
-    """Is ``pid`` running, and (when ``marker`` is given) is it still our process, not a reused pid?"""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore")
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return True
-    return state != "Z" and (not marker or marker in cmdline)
-
-
-def read_status(folder: Path) -> dict:
-    path = folder / "status.json"
-    status = json.loads(path.read_text()) if path.is_file() else {"state": "queued"}
-    if status.get("state") in ("starting", "running") and not pid_alive(status.get("pid"), folder.name):
-        status["state"] = "interrupted"  # killed without a chance to say so: resumable
-    return status
-
-
-def write_status(folder: Path, **changes) -> dict:
-    path = folder / "status.json"
-    status = json.loads(path.read_text()) if path.is_file() else {}
-    status.update(changes, updated=time.time())
-    atomic_write_json(path, status)
-    return status
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    checkpoints = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 # ---- data: tokenisation with the loss on the character's turns only --------------------------
@@ -233,14 +171,12 @@ class Collator:
 
 def resolve_dataset(value: str) -> Path:
     """A dataset folder from a path or ``<character>/<id>`` under user_data/datasets."""
-    from characters.files import safe_child
-
     path = Path(value)
     if (path / "dataset.jsonl").is_file():
         return path.resolve()
     character, _, dataset_id = value.partition("/")
     if character and dataset_id:
-        folder = inside(safe_child(data_dir() / "datasets", character), dataset_id)
+        folder = dataset_folder(character, dataset_id)
         if (folder / "dataset.jsonl").is_file():
             return folder
     raise FileNotFoundError(f"no dataset at {value!r} (a folder with dataset.jsonl, or <character>/<id>)")
@@ -283,11 +219,11 @@ def train(options: RunOptions, folder: Path) -> Path:
 def _train(options: RunOptions, folder: Path) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from engine.engine import quantization_config
+    from engine.loading import load_model, load_tokenizer
     from engine.model_source import resolve_model
-    from training.experiences import load_examples
+    from training.dataset import load_examples
 
     dataset_path = resolve_dataset(options.dataset)
     examples = load_examples(dataset_path)  # a broken line fails here, before any training
@@ -302,16 +238,12 @@ def _train(options: RunOptions, folder: Path) -> Path:
 
     on_cuda = torch.cuda.is_available()
     source = resolve_model(options.model)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_set, eval_set = tokenized(tokenizer, examples, options.max_seq_len, options.seed, options.eval_split)
-    quant = quantization_config(options.precision, on_cuda)
-    kwargs = {"quantization_config": quant} if quant else {
-        "dtype": torch.bfloat16 if options.precision == "bf16" else torch.float32}
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # set by accelerate launch / torchrun
-    device_map = {"": f"cuda:{local_rank}"} if on_cuda else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(source, device_map=device_map, **kwargs)
-    if quant is not None:
+    model = load_model(source, options.precision, f"cuda:{local_rank}" if on_cuda else "cpu")
+    if options.precision in ("4bit", "8bit"):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing)
         keep_cpu_4bit_unpacked(model)
     elif options.gradient_checkpointing:
@@ -321,7 +253,6 @@ def _train(options: RunOptions, folder: Path) -> Path:
         r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout, task_type="CAUSAL_LM",
         target_modules=[t.strip() for t in options.lora_targets.split(",") if t.strip()]))
 
-    log_path = folder / "log.jsonl"
     started = time.time()
 
     pad_to = options.max_seq_len if options.batching == "pad_to_max" else None
@@ -345,8 +276,7 @@ def _train(options: RunOptions, folder: Path) -> Path:
                    "learning_rate": logs.get("learning_rate"), "tokens_per_s": round(rate, 1),
                    "tokens_seen": tokens, "elapsed_s": round(elapsed, 1),
                    "eta_s": round(elapsed / done - elapsed, 1) if done > 0 else None, "time": now}
-            with log_path.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_log(folder, row)
             write_status(folder, step=state.global_step, max_steps=state.max_steps)
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -379,7 +309,7 @@ def _train(options: RunOptions, folder: Path) -> Path:
     adapter = folder / "adapter"
     model.save_pretrained(adapter, safe_serialization=True)
     tokenizer.save_pretrained(adapter)
-    logs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    logs = read_log(folder)
     losses = [r["loss"] for r in logs if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in logs if r.get("eval_loss") is not None]
     metrics = {"step": trainer.state.global_step, "loss": losses[-1] if losses else None,

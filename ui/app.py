@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
 from characters.chats import ChatStore
 from characters.store import CharacterStore
 from engine import Engine
-from training.qlora import run_folder
+from training.runs import adapter_of, read_options, run_folder
 from ui import characters_tab, chat_tab, interview_tab, scenes_tab, training_tab
 from ui.errors import shown
 
@@ -17,6 +15,14 @@ from ui.errors import shown
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
+
+
+def footer(engine: Engine) -> str:
+    """What the page runs on: model, precision, device and memory in use, on every page."""
+    usage = engine.usage()
+    return (f"Model `{engine.name}` · {engine.options.precision} · {engine.device.type} · model "
+            f"{usage['model_mb']:.0f} MB · {usage['device_memory']}")
+
 
 def build_app(engine: Engine) -> gr.Blocks:
     characters, chats = CharacterStore(), ChatStore()
@@ -43,6 +49,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         built["picker"].change(follow, built["picker"],
                                [scenes["character"], chat["character"], training["character"], interviews["character"]],
                                api_visibility="private")
+        page_footer = gr.Markdown(footer(engine), elem_id="footer")
         scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
 
         def chat_adapters(value):
@@ -60,9 +67,8 @@ def build_app(engine: Engine) -> gr.Blocks:
             if not run_id:
                 raise gr.Error("Choose a run.")
             folder = run_folder(run_id)
-            if not (folder / "adapter" / "adapter_config.json").is_file():
-                raise gr.Error("This run has no adapter yet: wait for it to finish, or stop it (that saves one).")
-            character = json.loads((folder / "options.json").read_text())["character"]
+            adapter_of(folder)
+            character = read_options(folder)["character"]
             return gr.Dropdown(value=character), chat_adapters(run_id), gr.Tabs(selected="chat")
 
         fn, inputs, outputs = chat["start"]
@@ -71,5 +77,6 @@ def build_app(engine: Engine) -> gr.Blocks:
         for part in (built, scenes, chat, training, interviews):
             fn, inputs, outputs = part["on_load"]
             demo.load(fn, inputs, outputs, api_visibility="private")
+        demo.load(lambda: footer(engine), None, page_footer, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
     return demo

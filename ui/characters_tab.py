@@ -9,7 +9,7 @@ import gradio as gr
 
 from characters import builder, catalogue
 from characters.cards import export, read_card, to_v2
-from characters.files import slugify
+from plumbing.files import slugify
 from characters.meta_prompt import meta_prompt, persona
 from characters.schema import Character, CharacterError, Simulacra, validate
 from characters.store import CharacterStore
@@ -131,49 +131,26 @@ class Form:
         ))
 
 
-def build(engine: Engine, store: CharacterStore) -> dict:
-    """Build the tab; returns the components other tabs listen to."""
-    with gr.Row():
-        picker = gr.Dropdown(store.names(), value="Ludwig van Beethoven", label="Character", scale=3,
-                             info="Presets are read-only; saving a changed preset saves a copy.")
-        new = gr.Button("New", scale=1)
-        surprise = gr.Button("Surprise me", scale=1)
-        duplicate = gr.Button("Duplicate", scale=1)
-    status = gr.Markdown()
-    with gr.Row():
-        with gr.Column(scale=3):
-            form = Form()
-            with gr.Row():
-                save = gr.Button("Save", variant="primary")
-                confirm = gr.Checkbox(label="Yes, delete this character", value=False)
-                delete = gr.Button("Delete", variant="stop")
-        with gr.Column(scale=2):
-            persona_view = gr.Markdown(label="Persona")
-            prompt_view = gr.Textbox(label="The exact system prompt the model gets (interview setting)", lines=18,
-                                     interactive=False, buttons=["copy"])
-            with gr.Accordion("Import and export cards", open=True):
-                upload = gr.File(label="Import a Character Card (V1/V2/V3, JSON or PNG)",
-                                 file_types=[".json", ".png"], type="binary")
-                with gr.Row():
-                    export_v2 = gr.Button("Export V2 JSON")
-                    export_v3 = gr.Button("Export V3 JSON")
-                    export_png = gr.Button("Export PNG")
-                download = gr.File(label="Download", interactive=False)
+class CharactersTab:
+    """Behaviour in named methods (each an event handler a test can call without a browser); layout in ``build``."""
 
-    fields = form.components
+    def __init__(self, engine: Engine, store: CharacterStore):
+        self.engine, self.store = engine, store
 
-    def load(name):
-        character = store.load(name)
-        kind = "preset (read-only: saving makes a copy)" if store.is_preset(name) else "your character"
+    def load(self, name) -> list:
+        character = self.store.load(name)
+        kind = "preset (read-only: saving makes a copy)" if self.store.is_preset(name) else "your character"
         return [*Form.values_of(character), f"Loaded **{character.name}**, {kind}."]
 
-    def preview(*values):
+    @staticmethod
+    def preview(*values) -> tuple[str, str]:
         try:
             character = Form.character_of(None, list(values))
         except (CharacterError, ValueError) as err:
             return f"⚠️ {err}", ""
         return persona(character).replace("\n", "  \n"), meta_prompt(character)
 
+    @staticmethod
     def check_traits(traits):
         problems = catalogue.trait_problems(list(traits or []))
         if problems:
@@ -181,7 +158,8 @@ def build(engine: Engine, store: CharacterStore) -> dict:
             return traits[:-1]
         return traits
 
-    def save_character(selected, *values):
+    def save_character(self, selected, *values) -> tuple:
+        store = self.store
         base = store.load(selected) if selected else None
         character = Form.character_of(base, list(values))
         if store.is_preset(character.name):
@@ -192,80 +170,117 @@ def build(engine: Engine, store: CharacterStore) -> dict:
         message = f"Saved **{character.name}** to your characters."
         return gr.Dropdown(choices=store.names(), value=character.name), character.name, message
 
-    def duplicate_character(selected):
-        clone = store.duplicate(selected)
-        return gr.Dropdown(choices=store.names(), value=clone.name), f"Duplicated as **{clone.name}**."
+    def duplicate_character(self, selected) -> tuple:
+        clone = self.store.duplicate(selected)
+        return gr.Dropdown(choices=self.store.names(), value=clone.name), f"Duplicated as **{clone.name}**."
 
-    def delete_character(selected, confirmed):
+    def delete_character(self, selected, confirmed) -> tuple:
         if not confirmed:
             raise gr.Error("Tick 'Yes, delete this character' first.")
-        store.delete(selected)
-        return gr.Dropdown(choices=store.names(), value=store.names()[0]), False, f"Deleted **{selected}**."
+        self.store.delete(selected)
+        names = self.store.names()
+        return gr.Dropdown(choices=names, value=names[0]), False, f"Deleted **{selected}**."
 
-    def import_card(data):
+    def import_card(self, data) -> tuple:
         if data is None:
             return gr.Dropdown(), "No file."
         character, avatar = read_card(data)
-        if character.name in store.names():
-            character.name = store.free_name(character.name)
-        store.save(character, avatar, overwrite=False)
-        return gr.Dropdown(choices=store.names(), value=character.name), f"Imported **{character.name}**."
+        if character.name in self.store.names():
+            character.name = self.store.free_name(character.name)
+        self.store.save(character, avatar, overwrite=False)
+        return gr.Dropdown(choices=self.store.names(), value=character.name), f"Imported **{character.name}**."
 
-    def export_card(fmt, selected, *values):
-        base = store.load(selected) if selected else None
+    def export_card(self, fmt, selected, *values) -> str:
+        base = self.store.load(selected) if selected else None
         character = Form.character_of(base, list(values))
-        data = export(character, fmt, store.avatar(selected) if selected else None)
+        data = export(character, fmt, self.store.avatar(selected) if selected else None)
         suffix = {"v2": ".v2.json", "v3": ".v3.json", "png": ".png"}[fmt]
-        folder = Path(tempfile.mkdtemp(prefix="card-"))
-        path = folder / f"{slugify(character.name)}{suffix}"
+        path = Path(tempfile.mkdtemp(prefix="card-")) / f"{slugify(character.name)}{suffix}"
         path.write_bytes(data)
         return str(path)
 
-    def polish(*values):
+    def polish(self, *values):
         character = Form.character_of(None, list(values))
         text = ""
-        for piece in engine.stream(builder.polish_messages(character), SamplingOptions(temperature=0.7,
-                                                                                      max_new_tokens=160)):
+        for piece in self.engine.stream(builder.polish_messages(character),
+                                        SamplingOptions(temperature=0.7, max_new_tokens=160)):
             text += piece
             yield text
 
-    def surprise_me():
+    @staticmethod
+    def surprise_me() -> list:
         character = builder.surprise()
         return [*Form.values_of(character), gr.Dropdown(value=None),
                 f"A surprise: **{character.name}**. Edit anything, then Save."]
 
-    def blank():
+    @staticmethod
+    def blank() -> list:
         return [*Form.values_of(Character(name="")), gr.Dropdown(value=None), "A new character: fill in the form."]
 
-    def list_characters() -> list[dict]:
+    def list_characters(self) -> list[dict]:
         """Every character: name and kind (preset or user)."""
-        return [{"name": e.name, "kind": e.kind} for e in store.entries()]
+        return [{"name": e.name, "kind": e.kind} for e in self.store.entries()]
 
-    def get_character(name: str) -> dict:
+    def get_character(self, name: str) -> dict:
         """One character as a Character Card V2 object."""
-        return to_v2(store.load(name))
+        return to_v2(self.store.load(name))
 
-    picker.input(shown(load), picker, [*fields, status], api_name="load_character")
-    gr.on([c.change for c in fields], preview, fields, [persona_view, prompt_view], api_visibility="private",
-          show_progress="hidden", trigger_mode="always_last")
-    form.traits.input(check_traits, form.traits, form.traits, api_visibility="private")
-    save.click(shown(save_character), [picker, *fields], [picker, form.name, status], api_name="save_character")
-    duplicate.click(shown(duplicate_character), picker, [picker, status], api_name="duplicate_character")
-    delete.click(shown(delete_character), [picker, confirm], [picker, confirm, status], api_name="delete_character")
-    upload.upload(shown(import_card), upload, [picker, status], api_name="import_card")
-    export_v2.click(shown(lambda *v: export_card("v2", *v)), [picker, *fields], download, api_name="export_v2")
-    export_v3.click(shown(lambda *v: export_card("v3", *v)), [picker, *fields], download, api_name="export_v3")
-    export_png.click(shown(lambda *v: export_card("png", *v)), [picker, *fields], download, api_name="export_png")
-    form.polish.click(shown(polish), fields, form.description, api_name="polish_description")
-    surprise.click(surprise_me, None, [*fields, picker, status], api_name="surprise")
-    new.click(blank, None, [*fields, picker, status], api_visibility="private")
-    gr.api(shown(list_characters), api_name="characters")
-    gr.api(shown(get_character), api_name="character")
-
-    def on_page_load(selected):
+    def on_page_load(self, selected) -> list:
         # A reload shows characters saved in another session or before a restart.
-        names = store.names()
+        names = self.store.names()
         value = selected if selected in names else "Ludwig van Beethoven"
-        return [gr.Dropdown(choices=names, value=value), *load(value)]
+        return [gr.Dropdown(choices=names, value=value), *self.load(value)]
 
-    return {"picker": picker, "on_load": (on_page_load, [picker], [picker, *fields, status])}
+    def build(self) -> dict:
+        """Build the tab; returns the components other tabs listen to."""
+        with gr.Row():
+            picker = gr.Dropdown(self.store.names(), value="Ludwig van Beethoven", label="Character", scale=3,
+                                 info="Presets are read-only; saving a changed preset saves a copy.")
+            new = gr.Button("New", scale=1)
+            surprise = gr.Button("Surprise me", scale=1)
+            duplicate = gr.Button("Duplicate", scale=1)
+        status = gr.Markdown()
+        with gr.Row():
+            with gr.Column(scale=3):
+                form = Form()
+                with gr.Row():
+                    save = gr.Button("Save", variant="primary")
+                    confirm = gr.Checkbox(label="Yes, delete this character", value=False)
+                    delete = gr.Button("Delete", variant="stop")
+            with gr.Column(scale=2):
+                persona_view = gr.Markdown(label="Persona")
+                prompt_view = gr.Textbox(label="The exact system prompt the model gets (interview setting)",
+                                         lines=18, interactive=False, buttons=["copy"])
+                with gr.Accordion("Import and export cards", open=True):
+                    upload = gr.File(label="Import a Character Card (V1/V2/V3, JSON or PNG)",
+                                     file_types=[".json", ".png"], type="binary")
+                    with gr.Row():
+                        export_v2 = gr.Button("Export V2 JSON")
+                        export_v3 = gr.Button("Export V3 JSON")
+                        export_png = gr.Button("Export PNG")
+                    download = gr.File(label="Download", interactive=False)
+
+        fields = form.components
+        picker.input(shown(self.load), picker, [*fields, status], api_name="load_character")
+        gr.on([c.change for c in fields], self.preview, fields, [persona_view, prompt_view],
+              api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+        form.traits.input(self.check_traits, form.traits, form.traits, api_visibility="private")
+        save.click(shown(self.save_character), [picker, *fields], [picker, form.name, status],
+                   api_name="save_character")
+        duplicate.click(shown(self.duplicate_character), picker, [picker, status], api_name="duplicate_character")
+        delete.click(shown(self.delete_character), [picker, confirm], [picker, confirm, status],
+                     api_name="delete_character")
+        upload.upload(shown(self.import_card), upload, [picker, status], api_name="import_card")
+        for button, fmt in ((export_v2, "v2"), (export_v3, "v3"), (export_png, "png")):
+            button.click(shown(lambda *v, fmt=fmt: self.export_card(fmt, *v)), [picker, *fields], download,
+                         api_name=f"export_{fmt}")
+        form.polish.click(shown(self.polish), fields, form.description, api_name="polish_description")
+        surprise.click(self.surprise_me, None, [*fields, picker, status], api_name="surprise")
+        new.click(self.blank, None, [*fields, picker, status], api_visibility="private")
+        gr.api(shown(self.list_characters), api_name="characters")
+        gr.api(shown(self.get_character), api_name="character")
+        return {"picker": picker, "on_load": (self.on_page_load, [picker], [picker, *fields, status])}
+
+
+def build(engine: Engine, store: CharacterStore) -> dict:
+    return CharactersTab(engine, store).build()

@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from characters.chats import Chat, ChatStore
-from characters.files import slugify
+from plumbing.files import slugify
 from characters.meta_prompt import DEFAULT_USER, replace_macros
 from characters.scenes import INTERVIEW, Scene, find_scene, scene_catalogue
 from characters.store import CharacterStore
@@ -74,6 +74,8 @@ def display(chat: Chat | None) -> list[dict]:
 
 
 class ChatTab:
+    """Behaviour in named methods (each an event handler a test can call without a browser); layout in ``build``."""
+
     def __init__(self, engine: Engine, characters: CharacterStore, chats: ChatStore):
         self.engine, self.characters, self.chats = engine, characters, chats
 
@@ -131,9 +133,174 @@ class ChatTab:
         finally:
             self.chats.save(chat)
 
-    # ---- the UI -------------------------------------------------------------------------
+    def _generation(self, adapter_choice, sampling_values) -> tuple[SamplingOptions, str | None]:
+        return sampling_from(*sampling_values), self.adapter_of(adapter_choice)
 
-    def build(self, scene_state: gr.State):
+    @staticmethod
+    def _last_reply(chat: Chat | None, what: str) -> str:
+        """The speaker of the last reply, which is regenerated or continued."""
+        if chat is None or not chat.messages or chat.messages[-1]["role"] != "assistant":
+            raise gr.Error(f"There is no reply to {what}.")
+        return chat.messages[-1]["name"] or chat.character
+
+    # ---- what the page shows of a chat ----------------------------------------------------
+
+    @staticmethod
+    def scene_line(chat: Chat | None) -> str:
+        if chat is None:
+            return ""
+        s = Scene.from_dict(chat.scene)
+        bits = [f"**{s.name or 'Custom scene'}**", s.type, s.place_and_time,
+                f"mood *{s.mood}*" if s.mood else "", f"topic *{s.topic}*" if s.topic else ""]
+        return " · ".join(b for b in bits if b)
+
+    def saved_choices(self, chat: Chat) -> gr.Dropdown:
+        choices = [(c.title, c.id) for c in self.chats.list(chat.character)]
+        return gr.Dropdown(choices=choices, value=chat.id if chat.id in [i for _, i in choices] else None)
+
+    def shown_chat(self, chat: Chat) -> tuple:
+        """The values of ``[chat_state, chatbot, scene_view, saved, remembered]``."""
+        return chat, display(chat), self.scene_line(chat), self.saved_choices(chat), {"character": chat.character,
+                                                                                      "chat": chat.id}
+
+    # ---- event handlers -------------------------------------------------------------------
+
+    def start(self, character, scene, other, user, persona) -> tuple:
+        return self.shown_chat(self.new_chat(character, scene, other, user, persona))
+
+    def start_from_scene(self, scene_value, character, other, user, persona) -> tuple:
+        return self.shown_chat(self.new_chat(character, scene_value, other, user, persona))
+
+    def swipe(self, chat: Chat, index: int, step: int, *setup) -> tuple:
+        if chat is None or any(m["role"] == "user" for m in chat.messages) or len(chat.messages) > 1:
+            raise gr.Error("Greetings can be swiped only before the conversation starts.")
+        index += step
+        return (*self.shown_chat(self.new_chat(*setup, greeting=index)), index)
+
+    def send_message(self, text, chat: Chat, adapter_choice, *sampling_values):
+        if chat is None:
+            raise gr.Error("Choose a character first.")
+        text = check_text(text, "message", MAX_MESSAGE_CHARS, allow_empty=False)
+        options, adapter_name = self._generation(adapter_choice, sampling_values)
+        self.engine.check_adapter(adapter_name)
+        chat.adapter = adapter_name or ""
+        chat.messages.append({"role": "user", "content": text, "name": chat.user})
+        yield chat, display(chat), ""
+        for chat in self.reply(chat, chat.character, options, adapter_name):
+            yield chat, display(chat), ""
+
+    def regenerate_reply(self, chat: Chat, adapter_choice, *sampling_values):
+        speaker = self._last_reply(chat, "regenerate")
+        chat.messages.pop()
+        options, adapter_name = self._generation(adapter_choice, sampling_values)
+        for chat in self.reply(chat, speaker, options, adapter_name):
+            yield chat, display(chat)
+
+    def continue_reply(self, chat: Chat, adapter_choice, *sampling_values):
+        speaker = self._last_reply(chat, "continue")
+        options, adapter_name = self._generation(adapter_choice, sampling_values)
+        for chat in self.reply(chat, speaker, options, adapter_name, continue_last=True):
+            yield chat, display(chat)
+
+    def undo_last(self, chat: Chat) -> tuple:
+        if chat is None or not chat.messages:
+            raise gr.Error("Nothing to undo.")
+        last = chat.messages.pop()
+        if last["role"] == "assistant" and chat.messages and chat.messages[-1]["role"] == "user":
+            last = chat.messages.pop()  # undo the whole exchange; the message returns to the box
+        self.chats.save(chat)
+        return chat, display(chat), last["content"] if last["role"] == "user" else gr.update()
+
+    def edit_last(self, chat: Chat, text) -> tuple:
+        if chat is None or not chat.messages:
+            raise gr.Error("There is no message to edit.")
+        chat.messages[-1]["content"] = check_text(text, "the new text", MAX_MESSAGE_CHARS, allow_empty=False)
+        self.chats.save(chat)
+        return chat, display(chat), ""
+
+    def play_turns(self, chat: Chat, n, adapter_choice, *sampling_values):
+        if chat is None or not chat.other:
+            raise gr.Error("Choose a second character under 'Two characters in a scene' first.")
+        n = int(n) if isinstance(n, (int, float)) and 1 <= n <= MAX_PLAY_TURNS else None
+        if n is None:
+            raise gr.Error(f"Turns must be between 1 and {MAX_PLAY_TURNS}.")
+        options, adapter_name = self._generation(adapter_choice, sampling_values)
+        for _ in range(n):
+            last = next((m["name"] for m in reversed(chat.messages) if m["role"] == "assistant"), chat.other)
+            speaker = chat.other if last == chat.character else chat.character
+            for chat in self.reply(chat, speaker, options, adapter_name):
+                yield chat, display(chat)
+
+    def reopen(self, chat: Chat, chat_id) -> tuple:
+        if chat is None or not chat_id:
+            return (gr.update(),) * 5
+        return self.shown_chat(self.chats.load(chat.character, chat_id))
+
+    def export_chat(self, chat: Chat) -> str:
+        if chat is None:
+            raise gr.Error("There is no chat to export.")
+        path = Path(tempfile.mkdtemp(prefix="chat-")) / f"{slugify(chat.character)}-{chat.id}.json"
+        path.write_text(json.dumps(chat.to_dict(), ensure_ascii=False, indent=2))
+        return str(path)
+
+    def import_chat(self, data) -> tuple:
+        if data is None:
+            return (gr.update(),) * 5
+        chat = self.chats.import_bytes(data)
+        self.characters.load(chat.character)
+        return self.shown_chat(chat)
+
+    def restore(self, memory) -> tuple:
+        """On page load: this browser's last chat, else a new chat with Beethoven."""
+        names = self.characters.names()
+        if isinstance(memory, dict) and memory.get("chat") and memory.get("character") in names:
+            try:
+                chat = self.chats.load(memory["character"], memory["chat"])
+                return (gr.Dropdown(choices=names, value=chat.character),
+                        gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY),
+                        gr.Dropdown(choices=self.adapters()), *self.shown_chat(chat))
+            except (KeyError, ValueError, OSError):
+                pass
+        chat = self.new_chat("Ludwig van Beethoven", INTERVIEW.name, NOBODY, DEFAULT_USER, "")
+        return (gr.Dropdown(choices=names), gr.Dropdown(choices=[NOBODY, *names]),
+                gr.Dropdown(choices=self.adapters()), *self.shown_chat(chat))
+
+    # ---- the HTTP API -----------------------------------------------------------------------
+
+    def chat(self, message: str, history: list[dict], character: str = "", scene: str = "", system_prompt: str = "",
+             adapter: str = "", user_name: str = DEFAULT_USER, temperature: float = 0.7,
+             max_new_tokens: int = 256, seed: int = -1) -> Iterator[str]:
+        """Stream the reply of `character` (a preset or saved character) in `scene` (a catalogue name or
+        a scene as JSON; empty = the interview setting) to `message` after `history` (openai-style messages).
+        Without a character, `system_prompt` is used as it is. Each yielded value is the reply so far."""
+        options = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        adapter_name = self.adapter_of(adapter)
+        if character:
+            char = self.characters.load(character)
+            past = [{**m, "name": char.name if m["role"] == "assistant" else user_name}
+                    for m in clean_history(history)]
+            check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
+            user = check_text(user_name, "user_name", 100).strip() or DEFAULT_USER
+            pieces = stream_turn(self.engine, char, scene_from(scene), past, message, options, adapter_name, user)
+        else:
+            pieces = self.engine.stream(conversation(system_prompt, history, message), options, adapter_name)
+        reply = ""
+        for piece in pieces:
+            reply += piece
+            yield reply
+
+    @staticmethod
+    def scenes() -> list[dict]:
+        """The scene catalogue (the first is Character-LLM's interview setting)."""
+        return [s.to_dict() for s in scene_catalogue()]
+
+    def adapter_names(self) -> list[str]:
+        """Names of the trained adapters the engine can load."""
+        return self.engine.available_adapters()
+
+    # ---- the layout -------------------------------------------------------------------------
+
+    def build(self, scene_state: gr.State) -> dict:
         names = self.characters.names()
         with gr.Row():
             character = gr.Dropdown(names, value="Ludwig van Beethoven", label="Character", scale=2)
@@ -176,207 +343,49 @@ class ChatTab:
                         export = gr.Button("Export this chat")
                         upload = gr.File(label="Import a chat (JSON)", file_types=[".json"], type="binary")
                     download = gr.File(label="Download", interactive=False)
-                gr.Markdown(f"Model: `{self.engine.name}` · {self.engine.options.precision} · "
-                            f"{self.engine.device.type}")
         chat_state = gr.State(None)
         greeting_index = gr.State(0)
         remembered = gr.BrowserState({}, storage_key="simulacra-chat")  # reopens this browser's chat on reload
 
         setup = [character, scene, other, user, persona]
-
-        def scene_line(chat: Chat | None) -> str:
-            if chat is None:
-                return ""
-            s = Scene.from_dict(chat.scene)
-            bits = [f"**{s.name or 'Custom scene'}**", s.type, s.place_and_time,
-                    f"mood *{s.mood}*" if s.mood else "", f"topic *{s.topic}*" if s.topic else ""]
-            return " · ".join(b for b in bits if b)
-
-        def saved_choices(chat: Chat) -> gr.Dropdown:
-            choices = [(c.title, c.id) for c in self.chats.list(chat.character)]
-            return gr.Dropdown(choices=choices, value=chat.id if chat.id in [i for _, i in choices] else None)
-
-        def shown_chat(chat: Chat):
-            return chat, display(chat), scene_line(chat), saved_choices(chat), {"character": chat.character,
-                                                                                 "chat": chat.id}
-
         outputs = [chat_state, chatbot, scene_view, saved, remembered]
-
-        def start(*values):
-            return shown_chat(self.new_chat(*values))
-
-        def start_from_scene_state(scene_value, *values):
-            return shown_chat(self.new_chat(values[0], scene_value, *values[1:]))
-
-        def swipe(chat: Chat, index: int, step: int, *values):
-            if chat is None or any(m["role"] == "user" for m in chat.messages) or len(chat.messages) > 1:
-                raise gr.Error("Greetings can be swiped only before the conversation starts.")
-            index += step
-            return (*shown_chat(self.new_chat(*values, greeting=index)), index)
-
-        def send_message(text, chat: Chat, adapter_choice, *sampling_values):
-            if chat is None:
-                raise gr.Error("Choose a character first.")
-            text = check_text(text, "message", MAX_MESSAGE_CHARS, allow_empty=False)
-            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
-            self.engine.check_adapter(adapter_name)
-            chat.adapter = adapter_name or ""
-            chat.messages.append({"role": "user", "content": text, "name": chat.user})
-            yield chat, display(chat), ""
-            for chat in self.reply(chat, chat.character, options, adapter_name):
-                yield chat, display(chat), ""
-
-        def regenerate_reply(chat: Chat, adapter_choice, *sampling_values):
-            if chat is None or not chat.messages or chat.messages[-1]["role"] != "assistant":
-                raise gr.Error("There is no reply to regenerate.")
-            speaker = chat.messages[-1]["name"] or chat.character
-            chat.messages.pop()
-            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
-            for chat in self.reply(chat, speaker, options, adapter_name):
-                yield chat, display(chat)
-
-        def continue_reply(chat: Chat, adapter_choice, *sampling_values):
-            if chat is None or not chat.messages or chat.messages[-1]["role"] != "assistant":
-                raise gr.Error("There is no reply to continue.")
-            speaker = chat.messages[-1]["name"] or chat.character
-            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
-            for chat in self.reply(chat, speaker, options, adapter_name, continue_last=True):
-                yield chat, display(chat)
-
-        def undo_last(chat: Chat):
-            if chat is None or not chat.messages:
-                raise gr.Error("Nothing to undo.")
-            last = chat.messages.pop()
-            if last["role"] == "assistant" and chat.messages and chat.messages[-1]["role"] == "user":
-                last = chat.messages.pop()  # undo the whole exchange; the message returns to the box
-            self.chats.save(chat)
-            return chat, display(chat), last["content"] if last["role"] == "user" else gr.update()
-
-        def edit_last(chat: Chat, text):
-            if chat is None or not chat.messages:
-                raise gr.Error("There is no message to edit.")
-            chat.messages[-1]["content"] = check_text(text, "the new text", MAX_MESSAGE_CHARS, allow_empty=False)
-            self.chats.save(chat)
-            return chat, display(chat), ""
-
-        def play_turns(chat: Chat, n, adapter_choice, *sampling_values):
-            if chat is None or not chat.other:
-                raise gr.Error("Choose a second character under 'Two characters in a scene' first.")
-            n = int(n) if isinstance(n, (int, float)) and 1 <= n <= MAX_PLAY_TURNS else None
-            if n is None:
-                raise gr.Error(f"Turns must be between 1 and {MAX_PLAY_TURNS}.")
-            options, adapter_name = sampling_from(*sampling_values), self.adapter_of(adapter_choice)
-            for _ in range(n):
-                last = next((m["name"] for m in reversed(chat.messages) if m["role"] == "assistant"), chat.other)
-                speaker = chat.other if last == chat.character else chat.character
-                for chat in self.reply(chat, speaker, options, adapter_name):
-                    yield chat, display(chat)
-
-        def reopen(chat: Chat, chat_id):
-            if chat is None or not chat_id:
-                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            return shown_chat(self.chats.load(chat.character, chat_id))
-
-        def export_chat(chat: Chat):
-            if chat is None:
-                raise gr.Error("There is no chat to export.")
-            path = Path(tempfile.mkdtemp(prefix="chat-")) / f"{slugify(chat.character)}-{chat.id}.json"
-            path.write_text(json.dumps(chat.to_dict(), ensure_ascii=False, indent=2))
-            return str(path)
-
-        def import_chat(data):
-            if data is None:
-                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            chat = self.chats.import_bytes(data)
-            self.characters.load(chat.character)
-            return shown_chat(chat)
-
-        def restore(memory):
-            """On page load: this browser's last chat, else a new chat with Beethoven."""
-            names = self.characters.names()
-            if isinstance(memory, dict) and memory.get("chat") and memory.get("character") in names:
-                try:
-                    chat = self.chats.load(memory["character"], memory["chat"])
-                    return (gr.Dropdown(choices=names, value=chat.character),
-                            gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY),
-                            gr.Dropdown(choices=self.adapters()), *shown_chat(chat))
-                except (KeyError, ValueError, OSError):
-                    pass
-            chat = self.new_chat("Ludwig van Beethoven", INTERVIEW.name, NOBODY, DEFAULT_USER, "")
-            return (gr.Dropdown(choices=names), gr.Dropdown(choices=[NOBODY, *names]),
-                    gr.Dropdown(choices=self.adapters()), *shown_chat(chat))
-
         for trigger in (character.input, scene.input, other.input):
-            trigger(shown(start), setup, outputs, api_visibility="private")
-        clear.click(shown(start), setup, outputs, api_name="new_chat")
-        scene_state.change(shown(start_from_scene_state), [scene_state, character, other, user, persona], outputs,
+            trigger(shown(self.start), setup, outputs, api_visibility="private")
+        clear.click(shown(self.start), setup, outputs, api_name="new_chat")
+        scene_state.change(shown(self.start_from_scene), [scene_state, character, other, user, persona], outputs,
                            api_visibility="private")
-        prev_greeting.click(shown(lambda c, i, *v: swipe(c, i, -1, *v)), [chat_state, greeting_index, *setup],
-                            [*outputs, greeting_index], api_visibility="private")
-        next_greeting.click(shown(lambda c, i, *v: swipe(c, i, 1, *v)), [chat_state, greeting_index, *setup],
-                            [*outputs, greeting_index], api_visibility="private")
+        for button, step in ((prev_greeting, -1), (next_greeting, 1)):
+            button.click(shown(lambda c, i, *v, step=step: self.swipe(c, i, step, *v)),
+                         [chat_state, greeting_index, *setup], [*outputs, greeting_index], api_visibility="private")
 
         generation = [adapter, *sampling]
         streams = [
-            message.submit(shown(send_message), [message, chat_state, *generation], [chat_state, chatbot, message],
-                           api_name="send"),
-            send.click(shown(send_message), [message, chat_state, *generation], [chat_state, chatbot, message],
+            message.submit(shown(self.send_message), [message, chat_state, *generation],
+                           [chat_state, chatbot, message], api_name="send"),
+            send.click(shown(self.send_message), [message, chat_state, *generation], [chat_state, chatbot, message],
                        api_visibility="private"),
-            regenerate.click(shown(regenerate_reply), [chat_state, *generation], [chat_state, chatbot],
+            regenerate.click(shown(self.regenerate_reply), [chat_state, *generation], [chat_state, chatbot],
                              api_name="regenerate"),
-            cont.click(shown(continue_reply), [chat_state, *generation], [chat_state, chatbot], api_name="continue"),
-            play.click(shown(play_turns), [chat_state, turns, *generation], [chat_state, chatbot],
+            cont.click(shown(self.continue_reply), [chat_state, *generation], [chat_state, chatbot],
+                       api_name="continue"),
+            play.click(shown(self.play_turns), [chat_state, turns, *generation], [chat_state, chatbot],
                        api_name="play_turns"),
         ]
         stop.click(None, cancels=streams, api_visibility="private")
-        undo.click(shown(undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
-        edit.click(shown(edit_last), [chat_state, edit_box], [chat_state, chatbot, edit_box], api_name="edit_last")
-        saved.input(shown(reopen), [chat_state, saved], outputs, api_visibility="private")
-        export.click(shown(export_chat), chat_state, download, api_name="export_chat")
-        upload.upload(shown(import_chat), upload, outputs, api_name="import_chat")
-        self.build_api()
+        undo.click(shown(self.undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
+        edit.click(shown(self.edit_last), [chat_state, edit_box], [chat_state, chatbot, edit_box],
+                   api_name="edit_last")
+        saved.input(shown(self.reopen), [chat_state, saved], outputs, api_visibility="private")
+        export.click(shown(self.export_chat), chat_state, download, api_name="export_chat")
+        upload.upload(shown(self.import_chat), upload, outputs, api_name="import_chat")
+        gr.api(shown(self.chat), api_name="chat", concurrency_limit=None)
+        gr.api(shown(self.scenes), api_name="scenes")
+        gr.api(shown(self.adapter_names), api_name="adapters")
         return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,
                 "chatbot": chatbot,
-                "start": (shown(start), setup, outputs),
-                "on_load": (restore, [remembered], [character, other, adapter, *outputs])}
-
-    def build_api(self):
-        def chat(message: str, history: list[dict], character: str = "", scene: str = "", system_prompt: str = "",
-                 adapter: str = "", user_name: str = DEFAULT_USER, temperature: float = 0.7,
-                 max_new_tokens: int = 256, seed: int = -1) -> Iterator[str]:
-            """Stream the reply of `character` (a preset or saved character) in `scene` (a catalogue name or
-            a scene as JSON; empty = the interview setting) to `message` after `history` (openai-style messages).
-            Without a character, `system_prompt` is used as it is. Each yielded value is the reply so far."""
-            options = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-            adapter_name = self.adapter_of(adapter)
-            if character:
-                char = self.characters.load(character)
-                past = [{**m, "name": char.name if m["role"] == "assistant" else user_name}
-                        for m in clean_history(history)]
-                check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
-                user = check_text(user_name, "user_name", 100).strip() or DEFAULT_USER
-                pieces = stream_turn(self.engine, char, scene_from(scene), past, message, options, adapter_name,
-                                     user)
-            else:
-                pieces = self.engine.stream(conversation(system_prompt, history, message), options, adapter_name)
-            reply = ""
-            for piece in pieces:
-                reply += piece
-                yield reply
-
-        def scenes() -> list[dict]:
-            """The scene catalogue (the first is Character-LLM's interview setting)."""
-            return [s.to_dict() for s in scene_catalogue()]
-
-        def adapters() -> list[str]:
-            """Names of the trained adapters the engine can load."""
-            return self.engine.available_adapters()
-
-        gr.api(shown(chat), api_name="chat", concurrency_limit=None)
-        gr.api(shown(scenes), api_name="scenes")
-        gr.api(shown(adapters), api_name="adapters")
+                "start": (shown(self.start), setup, outputs),
+                "on_load": (self.restore, [remembered], [character, other, adapter, *outputs])}
 
 
 def build(engine: Engine, characters: CharacterStore, chats: ChatStore, scene_state: gr.State) -> dict:
     return ChatTab(engine, characters, chats).build(scene_state)
-

@@ -6,12 +6,12 @@ import time
 
 import gradio as gr
 
-from characters.files import data_dir, inside, safe_child
 from characters.store import CharacterStore
 from engine import Engine
 from evaluation.interview import InterviewOptions, interview
 from evaluation.questions import QuestionError, parse_bytes, question_set, set_for, shipped_sets
 from evaluation.report import cell, chart, label_of, save_comparison, table, write_report
+from plumbing.layout import data_dir, interview_folder
 from ui.background import Background, request_stop
 from ui.errors import shown
 
@@ -92,7 +92,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         if not reports:
             yield None, "Stopped before any answer.", gr.Dataframe(), None, gr.Dataframe(), None
             return
-        folder = inside(safe_child(root / "interviews", char.name), time.strftime("%Y%m%d-%H%M%S"))
+        folder = interview_folder(char.name, time.strftime("%Y%m%d-%H%M%S"), root)
         files = [str(write_report(r, folder / f"{label_of(r).replace('/', '-')}.json")) for r in reports]
         files += [str(path) for path in save_comparison(reports, folder)]
         labels = [label_of(r) for r in reports]

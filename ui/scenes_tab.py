@@ -10,7 +10,7 @@ from characters.meta_prompt import meta_prompt
 from characters.scenes import INTERVIEW, Scene, find_scene, scene_catalogue
 from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
-from training.scenes import parse_scenes, profile_contexts, scene_messages
+from training.scene_extraction import parse_scenes, profile_contexts, scene_messages
 from ui.errors import shown
 
 FIELDS = ("name", "type", "location", "time", "status", "mood", "topic")

@@ -1,4 +1,5 @@
-"""The Training tab: Experience Reconstruction (generate a character's experiences into a dataset)."""
+"""The Training tab: 1 · Experience Reconstruction (a character's experiences into a dataset) and
+2 · QLoRA runs (started as processes of their own, followed by polling their run folder)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,27 @@ import json
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
-from characters.files import data_dir, inside, safe_child
 from characters.store import CharacterStore
 from engine import Engine
-from training.experiences import ExperienceOptions, Stopped, build_dataset, dataset_dir, read_jsonl
-from engine.generators import LocalGenerator, OpenAIGenerator
+from plumbing.files import read_jsonl
+from plumbing.layout import character_datasets, dataset_folder
+from training.dataset import ExperienceOptions, Stopped, build_dataset, dataset_dir
 from training.jobs import JobManager
-from training.qlora import RunOptions, read_status, run_folder
+from training.qlora import RunOptions
+from training.runs import read_status, run_folder
 from ui.background import Background, request_stop
 from ui.errors import shown
 
 RUN_SIZES = {"Quick demo — minutes on CPU": "quick", "Standard": "standard", "Paper-like": "paper"}
+SHOWN_EXPERIENCES = 30
 
 
 def datasets_of(character: str) -> list[str]:
     """Dataset ids of a character, newest first."""
     try:
-        folder = safe_child(data_dir() / "datasets", character)
+        folder = character_datasets(character)
     except ValueError:
         return []
     if not folder.is_dir():
@@ -31,8 +35,8 @@ def datasets_of(character: str) -> list[str]:
     return sorted((p.name for p in folder.iterdir() if (p / "settings.json").is_file()), reverse=True)
 
 
-def dataset_folder(character: str, dataset_id: str) -> Path:
-    folder = inside(safe_child(data_dir() / "datasets", character), dataset_id)
+def existing_dataset(character: str, dataset_id: str) -> Path:
+    folder = dataset_folder(character, dataset_id)
     if not (folder / "settings.json").is_file():
         raise FileNotFoundError(f"no dataset {dataset_id!r} for {character!r}")
     return folder
@@ -65,51 +69,51 @@ def summary(folder: Path) -> str:
             f"({reasons}); {stats['scenes']} scenes {stats['scenes_by_source']}; {stats['tokens'] or '?'} tokens.")
 
 
-def build(engine: Engine, characters: CharacterStore) -> dict:
-    gr.Markdown("### 1 · Experience Reconstruction\nThe model imagines scenes from the character's profile, writes "
-                "the character's experiences in them (thinking and speaking), protective experiences (someone asks "
-                "about what the character cannot know) and interviews grounded in its facts.")
-    with gr.Row():
-        character = gr.Dropdown(characters.names(), value="Ludwig van Beethoven", label="Character", scale=2)
-        scenes = gr.Slider(0, 100, value=8, step=1, label="Experiences (scenes)")
-        protective = gr.Slider(0, 50, value=4, step=1, label="Protective experiences")
-        phrasings = gr.Slider(0, 10, value=8, step=1, label="Question phrasings per fact")
-    with gr.Accordion("Generator", open=False):
-        with gr.Row():
-            generator = gr.Radio(["local", "openai"], value="local", label="Who writes",
-                                 info="local = the loaded model (batched); openai = any OpenAI-compatible endpoint")
-            base_url = gr.Textbox(label="Base URL (openai)", placeholder="http://127.0.0.1:8000/v1")
-            api_model = gr.Textbox(label="Model at the endpoint (openai)")
-            seed = gr.Number(value=0, precision=0, label="Seed")
-    with gr.Row():
-        resume = gr.Checkbox(label="Resume the selected dataset instead of starting a new one")
-        generate = gr.Button("Generate", variant="primary")
-        stop = gr.Button("Stop", variant="stop")
-    progress_text = gr.Markdown()
-    with gr.Row():
-        dataset = gr.Dropdown(datasets_of("Ludwig van Beethoven"), label="Datasets of this character", scale=3,
-                              allow_custom_value=True)  # checked by dataset_folder(), like run ids
-        refresh = gr.Button("Refresh", scale=1)
-    stats_view = gr.Markdown()
-    preview = gr.Markdown(label="Experiences", height=420)
-    stop_event = gr.State(None)
+def progress_bar(status: dict, last: dict) -> str:
+    step, total = status.get("step") or last.get("step") or 0, status.get("max_steps") or last.get("max_steps") or 0
+    share = step / total if total else 0
+    filled = int(share * 30)
+    eta = last.get("eta_s")
+    eta_text = f" · ETA {int(eta // 60)} min {int(eta % 60)} s" if eta and status.get("state") == "running" else ""
+    speed = f" · {last['tokens_per_s']:.0f} tokens/s" if last.get("tokens_per_s") else ""
+    return (f"**{status.get('state', '?')}** · step {step}/{total or '?'} `{'█' * filled}{'░' * (30 - filled)}` "
+            f"{share:.0%}{eta_text}{speed}" + (f"  \n⚠️ {status['error']}" if status.get("error") else ""))
 
-    def run(name, n_scenes, n_protective, n_phrasings, who, url, model, seed_value, resume_it, selected,
-            progress=gr.Progress()):
-        char = characters.load(name)
+
+def loss_points(log: list[dict]) -> pd.DataFrame:
+    """Train and eval loss by step, as the loss plot wants them."""
+    points = [{"step": r["step"], "loss": r["loss"], "series": "train"} for r in log if r.get("loss") is not None]
+    points += [{"step": r["step"], "loss": r["eval_loss"], "series": "eval"} for r in log
+               if r.get("eval_loss") is not None]
+    return pd.DataFrame(points or [{"step": 0, "loss": None, "series": "train"}])
+
+
+def optional_number(value, kind=float):
+    # An empty number field reaches the server as 0 (or None from an API client): the preset decides.
+    return None if value in (None, "", 0) else kind(value)
+
+
+class ExperiencesPanel:
+    """1 · Experience Reconstruction: generate, stop, resume, show a dataset."""
+
+    def __init__(self, engine: Engine, characters: CharacterStore):
+        self.engine, self.characters = engine, characters
+
+    def generate(self, name, n_scenes, n_protective, n_phrasings, who, url, model, seed_value, resume_it, selected,
+                 progress=gr.Progress()):
+        char = self.characters.load(name)
         options = ExperienceOptions(character=char.name, scenes=int(n_scenes), protective=int(n_protective),
                                     phrasings=int(n_phrasings), generator=who, base_url=url or "",
                                     api_model=model or "", seed=int(seed_value or 0), resume=bool(resume_it))
-        out = dataset_folder(char.name, selected) if resume_it and selected else dataset_dir(char)
         if resume_it and not selected:
             raise gr.Error("Choose the dataset to resume.")
-        gen = LocalGenerator(engine, options.batch_size) if who == "local" else OpenAIGenerator(
-            options.base_url, options.api_model, options.api_key_env, options.max_in_flight)
+        out = existing_dataset(char.name, selected) if resume_it else dataset_dir(char)
+        generator = options.make_generator(self.engine)
 
         def work(report, stop_now):
             try:
-                build_dataset(char, gen, options, out, report, stop_now,
-                              count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))
+                build_dataset(char, generator, options, out, report, stop_now,
+                              count_tokens=lambda text: len(self.engine.tokenizer(text)["input_ids"]))
             except Stopped:
                 return "stopped"
             return "done"
@@ -125,148 +129,174 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         done_text = "Stopped; tick *Resume* to continue." if job.result == "stopped" else "Done."
         yield None, done_text, gr.Dropdown(choices=datasets_of(char.name), value=out.name)
 
-    def show(name, selected):
+    @staticmethod
+    def show(name, selected) -> tuple[str, str]:
         if not selected:
             return "", ""
-        folder = dataset_folder(name, selected)
+        folder = existing_dataset(name, selected)
         experiences = read_jsonl(folder / "experiences.jsonl")
-        shown_ = "\n\n---\n\n".join(script(e) for e in experiences[:30])
-        more = f"\n\n*…and {len(experiences) - 30} more in {folder}*" if len(experiences) > 30 else ""
-        return summary(folder), shown_ + more
+        text = "\n\n---\n\n".join(script(e) for e in experiences[:SHOWN_EXPERIENCES])
+        if len(experiences) > SHOWN_EXPERIENCES:
+            text += f"\n\n*…and {len(experiences) - SHOWN_EXPERIENCES} more in {folder}*"
+        return summary(folder), text
 
-    inputs = [character, scenes, protective, phrasings, generator, base_url, api_model, seed, resume, dataset]
-    running = generate.click(shown(run), inputs, [stop_event, progress_text, dataset], api_name="generate_experiences")
-    running.then(shown(show), [character, dataset], [stats_view, preview], api_visibility="private")
-    stop.click(request_stop, stop_event, progress_text, api_name="stop_experiences")
-    dataset.change(shown(show), [character, dataset], [stats_view, preview], api_name="show_dataset")
-    refresh.click(lambda name: gr.Dropdown(choices=datasets_of(name)), character, dataset, api_visibility="private")
-    character.change(lambda name: gr.Dropdown(choices=datasets_of(name), value=None), character, dataset,
-                     api_visibility="private")
-    runs = build_runs(JobManager(), character, dataset)
-    return {"character": character, "dataset": dataset, **runs}
-
-
-def progress_bar(status: dict, last: dict) -> str:
-    step, total = status.get("step") or last.get("step") or 0, status.get("max_steps") or last.get("max_steps") or 0
-    share = step / total if total else 0
-    filled = int(share * 30)
-    eta = last.get("eta_s")
-    eta_text = f" · ETA {int(eta // 60)} min {int(eta % 60)} s" if eta and status.get("state") == "running" else ""
-    speed = f" · {last['tokens_per_s']:.0f} tokens/s" if last.get("tokens_per_s") else ""
-    return (f"**{status.get('state', '?')}** · step {step}/{total or '?'} `{'█' * filled}{'░' * (30 - filled)}` "
-            f"{share:.0%}{eta_text}{speed}" + (f"  \n⚠️ {status['error']}" if status.get("error") else ""))
-
-
-def build_runs(jobs: JobManager, character, dataset) -> dict:
-    gr.Markdown("### 2 · QLoRA run\nThe base model in 4-bit NF4, LoRA adapters trained on the dataset above, in a "
-                "process of its own. The loss counts only the character's own turns.")
-    with gr.Row():
-        size = gr.Radio(list(RUN_SIZES), value=next(iter(RUN_SIZES)), label="Run size")
-        start = gr.Button("Start training", variant="primary")
-    with gr.Accordion("Advanced options (empty = the run size's default)", open=False):
+    def build(self) -> dict:
+        gr.Markdown("### 1 · Experience Reconstruction\nThe model imagines scenes from the character's profile, "
+                    "writes the character's experiences in them (thinking and speaking), protective experiences "
+                    "(someone asks about what the character cannot know) and interviews grounded in its facts.")
         with gr.Row():
-            max_steps = gr.Number(None, precision=0, label="Max steps (-1 = by epochs)")
-            epochs = gr.Number(None, label="Epochs")
-            learning_rate = gr.Number(None, label="Learning rate")
-            lora_r = gr.Number(None, precision=0, label="LoRA rank")
-            lora_alpha = gr.Number(None, precision=0, label="LoRA alpha")
+            character = gr.Dropdown(self.characters.names(), value="Ludwig van Beethoven", label="Character",
+                                    scale=2)
+            scenes = gr.Slider(0, 100, value=8, step=1, label="Experiences (scenes)")
+            protective = gr.Slider(0, 50, value=4, step=1, label="Protective experiences")
+            phrasings = gr.Slider(0, 10, value=8, step=1, label="Question phrasings per fact")
+        with gr.Accordion("Generator", open=False):
+            with gr.Row():
+                generator = gr.Radio(["local", "openai"], value="local", label="Who writes",
+                                     info="local = the loaded model (batched); openai = any OpenAI-compatible "
+                                          "endpoint")
+                base_url = gr.Textbox(label="Base URL (openai)", placeholder="http://127.0.0.1:8000/v1")
+                api_model = gr.Textbox(label="Model at the endpoint (openai)")
+                seed = gr.Number(value=0, precision=0, label="Seed")
         with gr.Row():
-            batch_size = gr.Number(None, precision=0, label="Batch size")
-            grad_accum = gr.Number(None, precision=0, label="Gradient accumulation")
-            max_seq_len = gr.Number(None, precision=0, label="Max sequence length")
-            batching = gr.Radio(["group_by_length", "pad_to_max"], value="group_by_length", label="Batching")
-            seed = gr.Number(42, precision=0, label="Seed")
-    with gr.Row():
-        # Any run id may come from an API client: run_folder() checks it, not the choices of this page.
-        run = gr.Dropdown([], label="Run", scale=3, allow_custom_value=True)
-        stop = gr.Button("Stop", variant="stop", scale=1)
-        resume = gr.Button("Resume", scale=1)
-        chat_with = gr.Button("Chat with this character", variant="secondary", scale=1)
-    progress = gr.Markdown()
-    with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
-                                scale=2)
-        log_tail = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, scale=1)
-    runs_table = gr.Dataframe(headers=["run", "character", "state", "step", "loss", "eval loss"],
-                              label="Runs", interactive=False)
-    timer = gr.Timer(2.0)
+            resume = gr.Checkbox(label="Resume the selected dataset instead of starting a new one")
+            generate = gr.Button("Generate", variant="primary")
+            stop = gr.Button("Stop", variant="stop")
+        progress_text = gr.Markdown()
+        with gr.Row():
+            dataset = gr.Dropdown(datasets_of("Ludwig van Beethoven"), label="Datasets of this character", scale=3,
+                                  allow_custom_value=True)  # checked by existing_dataset(), like run ids
+            refresh = gr.Button("Refresh", scale=1)
+        stats_view = gr.Markdown()
+        preview = gr.Markdown(label="Experiences", height=420)
+        stop_event = gr.State(None)
 
-    def number(value, kind=float):
-        # An empty number field reaches the server as 0 (or None from an API client): the preset decides.
-        return None if value in (None, "", 0) else kind(value)
+        inputs = [character, scenes, protective, phrasings, generator, base_url, api_model, seed, resume, dataset]
+        running = generate.click(shown(self.generate), inputs, [stop_event, progress_text, dataset],
+                                 api_name="generate_experiences")
+        running.then(shown(self.show), [character, dataset], [stats_view, preview], api_visibility="private")
+        stop.click(request_stop, stop_event, progress_text, api_name="stop_experiences")
+        dataset.change(shown(self.show), [character, dataset], [stats_view, preview], api_name="show_dataset")
+        refresh.click(lambda name: gr.Dropdown(choices=datasets_of(name)), character, dataset,
+                      api_visibility="private")
+        character.change(lambda name: gr.Dropdown(choices=datasets_of(name), value=None), character, dataset,
+                         api_visibility="private")
+        return {"character": character, "dataset": dataset}
 
-    def start_run(name, selected_dataset, size_label, *values):
+
+class RunsPanel:
+    """2 · QLoRA runs: start, follow (progress, loss plot, log), stop, resume, list."""
+
+    def __init__(self, jobs: JobManager):
+        self.jobs = jobs
+
+    def start_run(self, name, selected_dataset, size_label, steps, n_epochs, lr, r, alpha, batch, accum, seq,
+                  batching_mode, seed_value) -> gr.Dropdown:
         if not selected_dataset:
             raise gr.Error("Generate or choose a dataset above first.")
-        folder = dataset_folder(name, selected_dataset)
+        folder = existing_dataset(name, selected_dataset)
         if size_label not in RUN_SIZES:
             raise gr.Error("Choose a run size.")
-        steps, n_epochs, lr, r, alpha, batch, accum, seq, batching_mode, seed_value = values
         options = RunOptions(
             character=name, dataset=str(folder), preset=RUN_SIZES[size_label],
-            max_steps=number(steps, int), epochs=number(n_epochs), learning_rate=number(lr), lora_r=number(r, int),
-            lora_alpha=number(alpha, int), batch_size=number(batch, int), grad_accum=number(accum, int),
-            max_seq_len=number(seq, int), batching=batching_mode, seed=int(seed_value or 42))
-        run_id = jobs.submit(options)
-        return gr.Dropdown(choices=[r["id"] for r in jobs.runs()], value=run_id)
+            max_steps=optional_number(steps, int), epochs=optional_number(n_epochs), learning_rate=optional_number(lr),
+            lora_r=optional_number(r, int), lora_alpha=optional_number(alpha, int),
+            batch_size=optional_number(batch, int), grad_accum=optional_number(accum, int),
+            max_seq_len=optional_number(seq, int), batching=batching_mode, seed=int(seed_value or 42))
+        run_id = self.jobs.submit(options)
+        return gr.Dropdown(choices=[r["id"] for r in self.jobs.runs()], value=run_id)
 
-    def table():
+    def table(self) -> list[list]:
         rows = []
-        for r in jobs.runs():
+        for r in self.jobs.runs():
             last = r["last"][0]
             rows.append([r["id"], r["options"].get("character", ""), r["status"].get("state", ""),
                          f"{r['status'].get('step', 0)}/{r['status'].get('max_steps', '?')}",
                          last.get("loss"), last.get("eval_loss")])
         return rows
 
-    def refresh(selected):
-        jobs.pump()  # a queued run starts when the one before it has ended
-        choices = [r["id"] for r in jobs.runs()]
+    def refresh(self, selected) -> tuple:
+        """The values of ``[run, progress, loss_plot, log_tail, runs_table]`` now."""
+        self.jobs.pump()  # a queued run starts when the one before it has ended
+        choices = [r["id"] for r in self.jobs.runs()]
         if not selected or selected not in choices:
-            return gr.Dropdown(choices=choices), "", None, "", table()
-        log = jobs.log(selected)
+            return gr.Dropdown(choices=choices), "", None, "", self.table()
+        log = self.jobs.log(selected)
         status = read_status(run_folder(selected))
-        points = [{"step": r["step"], "loss": r["loss"], "series": "train"} for r in log if r.get("loss") is not None]
-        points += [{"step": r["step"], "loss": r["eval_loss"], "series": "eval"} for r in log
-                   if r.get("eval_loss") is not None]
-        import pandas as pd
-
-        frame = pd.DataFrame(points or [{"step": 0, "loss": None, "series": "train"}])
         last = next((r for r in reversed(log) if r.get("loss") is not None), {})
-        return gr.Dropdown(choices=choices), progress_bar(status, last), frame, jobs.output_tail(selected), table()
+        return (gr.Dropdown(choices=choices), progress_bar(status, last), loss_points(log),
+                self.jobs.output_tail(selected), self.table())
 
-    def stop_run(selected):
+    def stop_run(self, selected) -> str:
         if not selected:
             raise gr.Error("Choose a run.")
-        jobs.stop(selected)
+        self.jobs.stop(selected)
         return f"Stopping **{selected}** at its next step; its adapter will be saved."
 
-    def resume_run(selected):
+    def resume_run(self, selected) -> str:
         if not selected:
             raise gr.Error("Choose a run.")
-        jobs.resume(selected)
+        self.jobs.resume(selected)
         return f"**{selected}** will continue from its last checkpoint."
 
-    advanced = [max_steps, epochs, learning_rate, lora_r, lora_alpha, batch_size, grad_accum, max_seq_len, batching,
-                seed]
-    start.click(shown(start_run), [character, dataset, size, *advanced], run, api_name="start_training")
-    outputs = [run, progress, loss_plot, log_tail, runs_table]
-    timer.tick(shown(refresh), run, outputs, api_visibility="private", show_progress="hidden")
-    run.change(shown(refresh), run, outputs, api_name="run_status", show_progress="hidden")
-    stop.click(shown(stop_run), run, progress, api_name="stop_training")
-    resume.click(shown(resume_run), run, progress, api_name="resume_training")
-
-    def runs_list() -> list[dict]:
+    def runs_list(self) -> list[dict]:
         """Every training run with its status and last log line."""
-        return [{"id": r["id"], "character": r["options"].get("character"), "status": r["status"], "last": r["last"][0]}
-                for r in jobs.runs()]
+        return [{"id": r["id"], "character": r["options"].get("character"), "status": r["status"],
+                 "last": r["last"][0]} for r in self.jobs.runs()]
 
-    gr.api(shown(runs_list), api_name="runs")
-
-    def on_page_load():
+    def on_page_load(self) -> gr.Dropdown:
         # Re-attach: the newest run (running or not) is shown with its live progress.
-        runs = jobs.runs()
-        active = jobs.active()
+        runs = self.jobs.runs()
+        active = self.jobs.active()
         return gr.Dropdown(choices=[r["id"] for r in runs], value=active or (runs[0]["id"] if runs else None))
 
-    return {"run": run, "chat_with": chat_with, "on_load": (on_page_load, [], [run])}
+    def build(self, character, dataset) -> dict:
+        gr.Markdown("### 2 · QLoRA run\nThe base model in 4-bit NF4, LoRA adapters trained on the dataset above, in "
+                    "a process of its own. The loss counts only the character's own turns.")
+        with gr.Row():
+            size = gr.Radio(list(RUN_SIZES), value=next(iter(RUN_SIZES)), label="Run size")
+            start = gr.Button("Start training", variant="primary")
+        with gr.Accordion("Advanced options (empty = the run size's default)", open=False):
+            with gr.Row():
+                max_steps = gr.Number(None, precision=0, label="Max steps (-1 = by epochs)")
+                epochs = gr.Number(None, label="Epochs")
+                learning_rate = gr.Number(None, label="Learning rate")
+                lora_r = gr.Number(None, precision=0, label="LoRA rank")
+                lora_alpha = gr.Number(None, precision=0, label="LoRA alpha")
+            with gr.Row():
+                batch_size = gr.Number(None, precision=0, label="Batch size")
+                grad_accum = gr.Number(None, precision=0, label="Gradient accumulation")
+                max_seq_len = gr.Number(None, precision=0, label="Max sequence length")
+                batching = gr.Radio(["group_by_length", "pad_to_max"], value="group_by_length", label="Batching")
+                seed = gr.Number(42, precision=0, label="Seed")
+        with gr.Row():
+            # Any run id may come from an API client: run_folder() checks it, not the choices of this page.
+            run = gr.Dropdown([], label="Run", scale=3, allow_custom_value=True)
+            stop = gr.Button("Stop", variant="stop", scale=1)
+            resume = gr.Button("Resume", scale=1)
+            chat_with = gr.Button("Chat with this character", variant="secondary", scale=1)
+        progress = gr.Markdown()
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
+                                    scale=2)
+            log_tail = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, scale=1)
+        runs_table = gr.Dataframe(headers=["run", "character", "state", "step", "loss", "eval loss"],
+                                  label="Runs", interactive=False)
+        timer = gr.Timer(2.0)
+
+        advanced = [max_steps, epochs, learning_rate, lora_r, lora_alpha, batch_size, grad_accum, max_seq_len,
+                    batching, seed]
+        start.click(shown(self.start_run), [character, dataset, size, *advanced], run, api_name="start_training")
+        outputs = [run, progress, loss_plot, log_tail, runs_table]
+        timer.tick(shown(self.refresh), run, outputs, api_visibility="private", show_progress="hidden")
+        run.change(shown(self.refresh), run, outputs, api_name="run_status", show_progress="hidden")
+        stop.click(shown(self.stop_run), run, progress, api_name="stop_training")
+        resume.click(shown(self.resume_run), run, progress, api_name="resume_training")
+        gr.api(shown(self.runs_list), api_name="runs")
+        return {"run": run, "chat_with": chat_with, "on_load": (self.on_page_load, [], [run])}
+
+
+def build(engine: Engine, characters: CharacterStore) -> dict:
+    experiences = ExperiencesPanel(engine, characters).build()
+    runs = RunsPanel(JobManager()).build(experiences["character"], experiences["dataset"])
+    return {**experiences, **runs}

@@ -1,7 +1,6 @@
-"""Where user files live and how they are written.
+"""Safe names, atomic writes and append-only JSONL files.
 
-Every file a user creates goes under the data folder (``user_data/`` or
-``SIMULACRA_DATA_DIR``). Names typed by users never become paths as they are: they are
+Every file a user creates goes under the data folder (see ``plumbing.layout``). Names typed by users never become paths as they are: they are
 turned into safe slugs, and every resolved path is checked to stay inside its folder.
 Writes go to a temporary file that is renamed over the target, so a crash or a full
 disk leaves the old file, never half a new one.
@@ -24,12 +23,6 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lp
 
 class UnsafePathError(ValueError):
     """A name or path that would leave its folder or cannot be a file name."""
-
-
-def data_dir(override: str | os.PathLike | None = None) -> Path:
-    """The folder for everything users create."""
-    root = override or os.environ.get("SIMULACRA_DATA_DIR") or "user_data"
-    return Path(root).expanduser().resolve()
 
 
 def slugify(name: str) -> str:
@@ -86,3 +79,33 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, value) -> Path:
     return atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Lines of a JSONL file; a line cut short by a crash is skipped (its work is redone)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append rows, one write per batch; a line left unfinished by a crash is closed off first."""
+    if not rows:
+        return
+    with Path(path).open("a+b") as handle:
+        handle.seek(0, 2)
+        if handle.tell() > 0:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+        handle.flush()

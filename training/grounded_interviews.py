@@ -1,0 +1,52 @@
+"""Grounded interviews: interviews in Character-LLM's interview setting whose answers are the
+character's own facts, asked in several wordings (``fact_questions``), with an anachronism probe
+in every Nth interview answered with puzzlement."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from characters.scenes import INTERVIEW
+from characters.schema import Character
+from training.experience import Experience
+from training.fact_questions import fact_questions
+from training.protective_experiences import puzzled_reply, unknowable
+
+
+def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
+                        probe_every: int = 0) -> list[Experience]:
+    """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
+    questions share one prompt, so training reads the prompt once for several facts). A question
+    that two facts would answer is left out: it would teach either answer.
+
+    Every ``probe_every``-th interview also asks about something the character cannot know, answered
+    with puzzlement: the same interviewer, the same setting, so what tells the two apart is the thing
+    asked about (protective experiences alone, in other scenes, taught a small model to be puzzled
+    by every question it could not answer at once)."""
+    asked = [fact_questions(fact) for fact in character.sims.facts]
+    seen = Counter(q.lower() for questions in asked for q in set(questions))
+    pairs = [(i, q) for i, questions in enumerate(asked)
+             for q in [q for q in questions if seen[q.lower()] == 1][:phrasings]]
+    rng.shuffle(pairs)
+    interviews: list[list[tuple[int, str]]] = []
+    for i, question in pairs:  # no fact twice in one interview: its answer would be there to copy
+        open_one = next((iv for iv in interviews if len(iv) < per_interview and all(j != i for j, _ in iv)), None)
+        if open_one is None:
+            interviews.append(open_one := [])
+        open_one.append((i, question))
+    probes = unknowable(character) if probe_every else []
+    items = []
+    for n, interview in enumerate(interviews):
+        turns = [[{"role": "Interviewer", "action": "(speaking)", "content": question},
+                  {"role": character.name, "action": "(speaking)", "content": character.sims.facts[i]}]
+                 for i, question in interview]
+        if probes and n % probe_every == 0:
+            probe = probes[(n // probe_every) % len(probes)]
+            turns.insert(rng.randrange(len(turns) + 1),
+                         [{"role": "Interviewer", "action": "(speaking)", "content": rng.choice(probe["questions"])},
+                          *puzzled_reply(character, probe, rng)])
+        dialogue = [turn for pair in turns for turn in pair]
+        items.append(Experience.in_scene(INTERVIEW, dialogue, source="facts", kind="interview", task=f"facts-{n}",
+                                         emotion="", topic=""))
+    return items

@@ -1,0 +1,94 @@
+"""Protective experiences (Character-LLM): someone asks the character about what it cannot know,
+and it stays ignorant of it, in character. What a character cannot know comes from
+``anachronisms.json`` and its era; when the generator writes no usable protective experience, a
+template one in the character's voice takes its place."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from characters.scenes import scene_catalogue
+from characters.schema import Character
+from training.experience import Experience
+from training.fact_questions import fact_questions
+
+ANACHRONISMS_FILE = Path(__file__).with_name("anachronisms.json")
+
+
+@lru_cache(maxsize=1)
+def anachronisms() -> tuple[dict, ...]:
+    return tuple(json.loads(ANACHRONISMS_FILE.read_text(encoding="utf-8")))
+
+
+def era_end(era: str) -> int | None:
+    """The last year the character knew, from ``"1770–1827"``, ``"69–30 BC"``, ``"died 71 BC"``; BC is negative."""
+    years = re.findall(r"\d{1,4}", era or "")
+    if not years:
+        return None
+    year = int(years[-1])
+    return -year if re.search(r"\bBC\b|\bBCE\b", era) else year
+
+
+def unknowable(character: Character) -> list[dict]:
+    """What this character cannot know: everything invented after its era; for a character of
+    today (no era), only that it would be an AI, which it is not."""
+    end = era_end(character.sims.era)
+    if end is None:
+        return [a for a in anachronisms() if a["thing"] == "AI language model"]
+    return [a for a in anachronisms() if a["year"] > end]
+
+
+def knows_forbidden(turns: list[dict], character: Character, anachronism: dict) -> bool:
+    said = " ".join(t["content"] for t in turns if t["role"] == character.name).lower()
+    return any(term.lower() in said for term in anachronism["forbidden"])
+
+
+# {a_thing} is the thing as the character would say it, with its article ("an AI", "the internet",
+# "Hogwarts"); {thing} is the bare word. Neither is the catalogue's name: "AI language model" in a
+# character's mouth would be the very character break that protection is meant to prevent.
+OPENERS = ["{Thing}? I have never heard of such a thing.", "{A_thing}? You speak in riddles, friend.",
+           "What is this '{thing}' you keep talking about?", "I do not understand you. {Thing}? What is that?",
+           "{Thing}... no, that word means nothing to me."]
+CLOSERS = ["Ask me instead about my own life.", "Speak of things I can understand.",
+           "Perhaps it is a custom of your country.", "You are a strange one. Let us talk of what I know.",
+           "Enough of this."]
+PUZZLED = ["This stranger talks of {a_thing}. I know of no such thing.", "{A_thing}? The word is strange to me.",
+           "What can this {thing} be? Nothing I have ever seen.", "I must not pretend to know what {a_thing} is."]
+
+
+def said_forms(anachronism: dict) -> dict[str, str]:
+    """The template fields for a thing: with and without its article, each also capitalised."""
+    a_thing = anachronism["said"]
+    thing = re.sub(r"^(?:an?|the) ", "", a_thing)
+    return {"a_thing": a_thing, "A_thing": a_thing[:1].upper() + a_thing[1:],
+            "thing": thing, "Thing": thing[:1].upper() + thing[1:]}
+
+
+def puzzled_reply(character: Character, anachronism: dict, rng: random.Random) -> list[dict]:
+    """The character's turns when asked about a thing it cannot know: puzzled thinking, then a reply."""
+    forms = said_forms(anachronism)
+    return [{"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(**forms)},
+            {"role": character.name, "action": "(speaking)",
+             "content": f"{rng.choice(OPENERS).format(**forms)} {rng.choice(CLOSERS)}"}]
+
+
+def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str) -> Experience:
+    """A protective experience written from templates, for when the generator cannot write a usable one."""
+    fact = rng.choice(character.sims.facts) if character.sims.facts else f"I am {character.name}."
+    question = rng.choice(anachronism["questions"])
+    scene = rng.choice(scene_catalogue())
+    turns = [{"role": "Stranger", "action": "(speaking)", "content": question},
+             *puzzled_reply(character, anachronism, rng)]
+    # Then a question of the character's own time, answered plainly: puzzlement is for the unknown
+    # thing alone (without this, a trained character met every unfamiliar word with it).
+    follow_up = fact_questions(fact)[:3] if character.sims.facts else []
+    if follow_up:
+        turns += [{"role": "Stranger", "action": "(speaking)", "content": rng.choice(follow_up)},
+                  {"role": character.name, "action": "(speaking)", "content": fact}]
+    return Experience.in_scene(scene, turns, source="template", kind="protective", task=task,
+                               background=scene.status.replace("{{user}}", "a stranger"), emotion="Uncomfortable",
+                               topic="deep thoughts")
