@@ -1,7 +1,8 @@
 """Simulacra Studio: `python app.py [--model M] [--precision 4bit] [--host H] [--port P] [--data-dir D]`.
 
 The Space's app_file. Binds to loopback unless told otherwise (or unless GRADIO_SERVER_NAME
-says so, as Spaces do).
+says so, as Spaces do). A missing piece (no model, a bad option, a model that fails to load)
+is one line on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from plumbing.layout import default_data_dir
+
 
 @dataclass
 class AppOptions:
@@ -20,27 +23,42 @@ class AppOptions:
                       metadata={"help": "Address to bind; 0.0.0.0 exposes the app to the network."})
     port: int = field(default_factory=lambda: int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                       metadata={"help": "Port to serve on."})
-    data_dir: str = field(default_factory=lambda: os.environ.get("SIMULACRA_DATA_DIR", "user_data"),
-                          metadata={"help": "Where user characters, chats, datasets, runs and the model cache live."})
+    data_dir: str = field(default_factory=default_data_dir, metadata={
+        "help": "Where user characters, chats, datasets, runs and the model cache live (default: "
+                "SIMULACRA_DATA_DIR, else /data/simulacra on a Space with persistent storage, else user_data)."})
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     from engine import EngineOptions
 
     parser = HfArgumentParser((AppOptions, EngineOptions), description=__doc__)
-    app_options, engine_options = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        app_options, engine_options = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     # Every package below reads the data folder from here, so the CLI flag and the env var agree.
     os.environ["SIMULACRA_DATA_DIR"] = os.path.abspath(app_options.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from plumbing.layout import runs_dir
     from engine import Engine
+    from engine.model_source import ModelUnavailable
+    from plumbing.layout import runs_dir
     from ui.app import build_app
 
-    engine = Engine(engine_options, adapters_dir=runs_dir())
+    try:
+        engine = Engine(engine_options, adapters_dir=runs_dir())
+    except (ModelUnavailable, ValueError) as err:  # no model, or an option this machine cannot honour
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ImportError) as err:  # a model folder or id that cannot be loaded
+        print(f"error: the model {engine_options.model or 'chosen'!r} could not be loaded: "
+              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 1
     demo = build_app(engine)
     demo.launch(server_name=app_options.host, server_port=app_options.port, show_error=True,
                 allowed_paths=[], max_file_size="20mb")
+    return 0
 
 
 if __name__ == "__main__":

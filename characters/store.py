@@ -6,6 +6,8 @@ A user character is a V3 card JSON named after the slug of its name, with its av
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,15 @@ from plumbing.layout import characters_dir
 from characters.schema import LIMITS, Character, validate
 
 PRESETS_DIR = Path(__file__).with_name("presets")
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def contains_run(haystack: list[str], needle: list[str]) -> bool:
+    """``needle`` appears in ``haystack`` as consecutive whole words."""
+    return any(haystack[i:i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
 
 
 class CharacterNotFound(KeyError):
@@ -68,9 +79,34 @@ class CharacterStore:
     def is_preset(self, name: str) -> bool:
         return name in self.presets()
 
-    def load(self, name: str) -> Character:
+    def resolve(self, name: str) -> str:
+        """A character's name from a name as people type it: the exact name, else the one character
+        whose name matches case-insensitively, in full or by whole words ("beethoven"). Several
+        matches, or none, is an error that lists the nearest names."""
         if not isinstance(name, str) or not name.strip():
             raise CharacterNotFound("choose a character")
+        names = self.names()
+        if name in names:
+            return name
+        typed = words(name)
+        same = [n for n in names if n.casefold() == name.strip().casefold()]
+        matches = same or [n for n in names if typed and contains_run(words(n), typed)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise CharacterNotFound(f"{name!r} matches several characters: {', '.join(matches[:8])}; "
+                                    f"give more of the name")
+        near = difflib.get_close_matches(name.casefold(), [n.casefold() for n in names], n=3, cutoff=0.5)
+        nearest = [n for n in names if n.casefold() in near]
+        raise CharacterNotFound(f"no character named {name!r}" + (f"; nearest: {', '.join(nearest)}" if nearest
+                                                                  else f"; there are {len(names)}: "
+                                                                       f"{', '.join(names[:5])}, …"))
+
+    def load(self, name: str) -> Character:
+        """The character named ``name`` as people type it (see ``resolve``)."""
+        return self._load_exact(self.resolve(name))
+
+    def _load_exact(self, name: str) -> Character:
         if name in self.presets():
             return self.presets()[name].copy()
         path = self._path(name)
@@ -114,7 +150,7 @@ class CharacterStore:
     def delete(self, name: str) -> None:
         if self.is_preset(name):
             raise PermissionError(f"{name!r} is a preset and cannot be deleted")
-        self.load(name)  # raises if there is no such user character
+        self._load_exact(name)  # raises if there is no such user character: deletes only by the exact name
         self._path(name).unlink()
         self._path(name, ".png").unlink(missing_ok=True)
 

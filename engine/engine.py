@@ -54,10 +54,12 @@ class Engine:
                  cache_dir: str | Path | None = None):
         self.options = options or EngineOptions()
         self.adapters_dir = Path(adapters_dir).resolve() if adapters_dir else None
+        if self.options.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but this machine has no CUDA GPU; use --device auto")
         on_cuda = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda" if on_cuda else "cpu")
         started = time.perf_counter()
-        self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else models_dir())
+        self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else models_dir(), on_cuda)
         trust = self.options.trust_remote_code
         self.tokenizer = load_tokenizer(self.source, trust)
         precision = self.options.precision

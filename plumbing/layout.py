@@ -21,6 +21,32 @@ from pathlib import Path
 from plumbing.files import inside, safe_child
 
 DEFAULT = "user_data"
+PERSISTENT = Path("/data")  # where a Space's persistent storage is mounted
+
+
+def on_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def persistent_storage() -> Path | None:
+    """The Space's persistent storage, when this is a Space that has it (a writable ``/data``)."""
+    if on_space() and PERSISTENT.is_dir() and os.access(PERSISTENT, os.W_OK):
+        return PERSISTENT
+    return None
+
+
+def default_data_dir() -> str:
+    """``SIMULACRA_DATA_DIR``; else ``/data/simulacra`` on a Space with persistent storage; else ``user_data``."""
+    storage = persistent_storage()
+    return os.environ.get("SIMULACRA_DATA_DIR") or (str(storage / "simulacra") if storage else DEFAULT)
+
+
+def data_is_lost_on_restart() -> bool:
+    """On a Space, data outside its persistent storage goes when the Space restarts."""
+    if not on_space():
+        return False
+    storage = persistent_storage()
+    return storage is None or storage not in [data_dir(), *data_dir().parents]
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path:

@@ -56,10 +56,18 @@ def test_chat_endpoint_streams_the_reply(served):
 
 
 def test_chat_endpoint_uses_the_history(served):
-    history = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hello Ada!"}]
-    reply = served.predict("What is my name?", history, system_prompt="You are a helpful assistant.",
-                           temperature=0.0, max_new_tokens=16, api_name="/chat")
-    assert isinstance(reply, str) and reply.strip()
+    """The name the visitor gave earlier in the history is the one the reply uses; with no history, none."""
+    def reply(history):
+        return served.predict("What is my name?", history, system_prompt="You are a helpful assistant.",
+                              temperature=0.0, max_new_tokens=16, api_name="/chat")
+
+    def introduced(name):
+        return [{"role": "user", "content": f"My name is {name}."}, {"role": "assistant", "content": f"Hello {name}!"}]
+
+    ada, zoltan, nobody = reply(introduced("Ada")), reply(introduced("Zoltan")), reply([])
+    assert "Ada" in ada and "Zoltan" not in ada, ada
+    assert "Zoltan" in zoltan and "Ada" not in zoltan, zoltan
+    assert "Ada" not in nobody and "Zoltan" not in nobody, nobody
 
 
 @pytest.mark.parametrize("args, extra, words", [

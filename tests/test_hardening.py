@@ -113,7 +113,7 @@ def test_oversized_fields_and_files(guarded, tmp_path):
     huge = tmp_path / "huge.json"
     huge.write_bytes(b'{"name": "' + b"z" * BIG + b'"}')
     refused(client, "/import_card", handle_file(str(huge)), words="limited to")
-    refused(client, "/import_chat", handle_file(str(huge)), words="")
+    refused(client, "/import_chat", handle_file(str(huge)), words="larger than 4 MB")
     refused(client, "/interview", "Ludwig van Beethoven", ["base model"], "the uploaded file",
             handle_file(str(huge)), "single", 4, words="bytes")
 

@@ -14,7 +14,8 @@ import torch
 
 from conftest import ROOT
 from training.jobs import JobManager
-from training.qlora import RunOptions, encode_example, last_checkpoint, read_status, train
+from training.qlora import RunOptions, encode_example, train
+from training.runs import last_checkpoint, read_status
 
 FACTS = [("Where were you born?", "I was born in Bonn, in 1770."),
          ("Who was your teacher in Vienna?", "Joseph Haydn taught me in Vienna."),

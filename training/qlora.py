@@ -237,7 +237,7 @@ def _train(options: RunOptions, folder: Path) -> Path:
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(asked=True))
 
     on_cuda = torch.cuda.is_available()
-    source = resolve_model(options.model)
+    source = resolve_model(options.model, on_cuda=on_cuda)
     tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_set, eval_set = tokenized(tokenizer, examples, options.max_seq_len, options.seed, options.eval_split)

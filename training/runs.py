@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,3 +103,10 @@ def all_runs() -> list[Path]:
     """Every run folder, newest first."""
     root = runs_dir()
     return [p.parent for p in sorted(root.glob("*/options.json"), reverse=True)] if root.is_dir() else []
+
+
+def zip_adapter(run_id: str) -> Path:
+    """The run's adapter folder (weights, tokenizer, model card) as a zip in a fresh temporary folder."""
+    adapter = adapter_of(run_folder(run_id))
+    target = Path(tempfile.mkdtemp(prefix="adapter-")) / f"{run_id}-adapter"
+    return Path(shutil.make_archive(str(target), "zip", root_dir=adapter))

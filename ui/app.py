@@ -7,6 +7,7 @@ import gradio as gr
 from characters.chats import ChatStore
 from characters.store import CharacterStore
 from engine import Engine
+from plumbing.layout import data_is_lost_on_restart
 from training.runs import adapter_of, read_options, run_folder
 from ui import characters_tab, chat_tab, interview_tab, scenes_tab, training_tab
 from ui.errors import shown
@@ -15,6 +16,13 @@ from ui.errors import shown
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
+
+
+RESTART_NOTICE = (
+    "⚠️ **This Space has no persistent storage: characters, chats and training runs are lost when it "
+    "restarts.** Keep what you make: *Export V3 JSON* or *Export PNG* in Characters, *Export this chat* in "
+    "Chat, *Download the adapter (zip)* in Training. (The Space's owner can add persistent storage in its "
+    "settings; the app then keeps everything in `/data`.)")
 
 
 def footer(engine: Engine) -> str:
@@ -28,6 +36,8 @@ def build_app(engine: Engine) -> gr.Blocks:
     characters, chats = CharacterStore(), ChatStore()
     with gr.Blocks(title="Simulacra Studio") as demo:
         gr.Markdown("# Simulacra Studio\nBuild a character, place it in a scene, chat with it, then train it.")
+        if data_is_lost_on_restart():
+            gr.Markdown(RESTART_NOTICE, elem_id="restart-notice")
         scene_state = gr.State(None)  # a scene sent from the Scenes tab to the Chat tab
         with gr.Tabs() as tabs:
             with gr.Tab("Characters", id="characters"):

@@ -16,7 +16,7 @@ from plumbing.layout import character_datasets, dataset_folder
 from training.dataset import ExperienceOptions, Stopped, build_dataset, dataset_dir
 from training.jobs import JobManager
 from training.qlora import RunOptions
-from training.runs import read_status, run_folder
+from training.runs import read_status, run_folder, zip_adapter
 from ui.background import Background, request_stop
 from ui.errors import shown
 
@@ -239,6 +239,13 @@ class RunsPanel:
         self.jobs.resume(selected)
         return f"**{selected}** will continue from its last checkpoint."
 
+    @staticmethod
+    def export_adapter(selected) -> str:
+        """The selected run's adapter as a zip, to keep or to load elsewhere with PEFT."""
+        if not selected:
+            raise gr.Error("Choose a run.")
+        return str(zip_adapter(selected))
+
     def runs_list(self) -> list[dict]:
         """Every training run with its status and last log line."""
         return [{"id": r["id"], "character": r["options"].get("character"), "status": r["status"],
@@ -275,7 +282,9 @@ class RunsPanel:
             stop = gr.Button("Stop", variant="stop", scale=1)
             resume = gr.Button("Resume", scale=1)
             chat_with = gr.Button("Chat with this character", variant="secondary", scale=1)
+            export = gr.Button("Download the adapter (zip)", scale=1)
         progress = gr.Markdown()
+        download = gr.File(label="Adapter", interactive=False, visible=True)
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
                                     scale=2)
@@ -292,6 +301,7 @@ class RunsPanel:
         run.change(shown(self.refresh), run, outputs, api_name="run_status", show_progress="hidden")
         stop.click(shown(self.stop_run), run, progress, api_name="stop_training")
         resume.click(shown(self.resume_run), run, progress, api_name="resume_training")
+        export.click(shown(self.export_adapter), run, download, api_name="export_adapter")
         gr.api(shown(self.runs_list), api_name="runs")
         return {"run": run, "chat_with": chat_with, "on_load": (self.on_page_load, [], [run])}
 

