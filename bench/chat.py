@@ -75,7 +75,7 @@ def main() -> None:
         scenes_s.append(time.perf_counter() - started)
 
     results = {
-        "model": engine.name, "precision": engine.options.precision, "repeats": args.repeats,
+        "model": engine.name, "precision": engine.precision, "repeats": args.repeats,
         "reply_tokens": args.reply_tokens, "largest_prompt_tokens": prompt_tokens,
         "first_turn_ttft_s": statistics.median(first), "first_turn_read_ahead_ttft_s": statistics.median(read_ahead),
         "follow_up_ttft_s": statistics.median(follow),

@@ -38,7 +38,7 @@ def main() -> None:
     engine = Engine(adapters_dir=runs_dir())
     beethoven = CharacterStore().load("Ludwig van Beethoven")
     questions = question_set("ludwig-van-beethoven")[: args.questions]
-    results = {"questions": len(questions), "model": engine.name, "precision": engine.options.precision,
+    results = {"questions": len(questions), "model": engine.name, "precision": engine.precision,
                "adapter": args.adapter}
     for name, batch in (("one_at_a_time", 1), ("batched", args.batch_size)):
         engine.prefix_cache.clear()

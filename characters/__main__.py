@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         for entry in store.entries():
             print(f"{entry.kind:7} {entry.name}")
     elif args.command == "show":
-        character = store.load(args.name)
+        character = store.find(args.name)
         print(json.dumps(cards.to_v2(character), ensure_ascii=False, indent=2))
         print("\n--- system prompt ---\n" + meta_prompt(character))
     elif args.command == "import":
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         path = store.save(character, avatar, overwrite=False)
         print(f"imported {character.name!r} → {path}")
     elif args.command == "export":
-        character = store.load(args.name)
-        data = cards.export(character, args.format, store.avatar(args.name))
+        character = store.find(args.name)
+        data = cards.export(character, args.format, store.avatar(character.name))
         out = atomic_write_bytes(args.out, data)
         print(f"wrote {out}")
     elif args.command == "validate":

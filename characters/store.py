@@ -102,11 +102,15 @@ class CharacterStore:
                                                                   else f"; there are {len(names)}: "
                                                                        f"{', '.join(names[:5])}, …"))
 
-    def load(self, name: str) -> Character:
-        """The character named ``name`` as people type it (see ``resolve``)."""
-        return self._load_exact(self.resolve(name))
+    def find(self, typed: str) -> Character:
+        """The character a person means by ``typed`` (see ``resolve``): for the CLIs' ``--character`` and
+        the API's ``character``. Inside the app names are exact: use ``load``."""
+        return self.load(self.resolve(typed))
 
-    def _load_exact(self, name: str) -> Character:
+    def load(self, name: str) -> Character:
+        """The character with exactly this name."""
+        if not isinstance(name, str) or not name.strip():
+            raise CharacterNotFound("choose a character")
         if name in self.presets():
             return self.presets()[name].copy()
         path = self._path(name)
@@ -150,7 +154,7 @@ class CharacterStore:
     def delete(self, name: str) -> None:
         if self.is_preset(name):
             raise PermissionError(f"{name!r} is a preset and cannot be deleted")
-        self._load_exact(name)  # raises if there is no such user character: deletes only by the exact name
+        self.load(name)  # raises if there is no such user character
         self._path(name).unlink()
         self._path(name, ".png").unlink(missing_ok=True)
 

@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from engine.bnb_cpu import unpack_cpu_4bit
-from engine.loading import load_model, load_tokenizer
+from engine.loading import auto_precision, load_model, load_tokenizer
 from engine.model_source import resolve_model
 from plumbing.layout import models_dir
 from engine.options import EngineOptions, SamplingOptions
@@ -62,7 +62,10 @@ class Engine:
         self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else models_dir(), on_cuda)
         trust = self.options.trust_remote_code
         self.tokenizer = load_tokenizer(self.source, trust)
-        precision = self.options.precision
+        self.precision, self.precision_reason = self.options.precision, "chosen"
+        if self.precision == "auto":
+            self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust)
+        precision = self.precision
         self.model = load_model(self.source, precision, self.device.type, trust).eval()
         self.base_model = self.model
         self.load_seconds = time.perf_counter() - started
@@ -71,7 +74,8 @@ class Engine:
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
         self._adapters: dict[str, Path] = {}
         self._active_adapter: str | None = None
-        log.info("Loaded %s in %s on %s in %.1fs", self.source, precision, self.device, self.load_seconds)
+        log.info("Loaded %s in %s (%s) on %s in %.1fs", self.source, precision, self.precision_reason, self.device,
+                 self.load_seconds)
 
     # ---- facts about the model -------------------------------------------------------
 

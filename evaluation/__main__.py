@@ -28,7 +28,7 @@ def _prepare(argv: list[str], prog: str):
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
     if not options.character or not options.out:
         raise ValueError("--character and --out are needed")
-    character = CharacterStore().load(options.character)
+    character = CharacterStore().find(options.character)
     questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
     engine = Engine(engine_options, adapters_dir=runs_dir())
     resolve_adapter(engine, options.adapter)

@@ -27,9 +27,18 @@ def data_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
+    """The engine as the app loads it by default (``--precision auto``: fp32 on this CPU, see engine.loading)."""
     from engine import Engine
 
     return Engine(adapters_dir=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def engine_4bit(engine):
+    """The same model in 4-bit NF4 through bitsandbytes (the default on CUDA, and QLoRA's base), sharing the runs folder."""
+    from engine import Engine, EngineOptions
+
+    return Engine(EngineOptions(precision="4bit"), adapters_dir=engine.adapters_dir)
 
 
 @pytest.fixture(scope="session")

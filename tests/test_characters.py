@@ -351,3 +351,29 @@ def test_card_system_prompt_and_post_history_instructions_follow_the_spec():
     messages = chat_messages(character, None, [], "Hello", user="Sam")
     assert messages[-1] == {"role": "system", "content": "Keep Captain Mirela Stroud's replies under 80 words."}
     assert messages[-2] == {"role": "user", "content": "Hello"}
+
+
+# ---- names as people type them ------------------------------------------------------------------
+
+def test_a_name_is_found_as_people_type_it(store):
+    for typed in ("Ludwig van Beethoven", "ludwig van beethoven", "Beethoven", "BEETHOVEN", "van Beethoven"):
+        assert store.find(typed).name == "Ludwig van Beethoven", typed
+    assert store.find("luther king").name == "Martin Luther King Jr."
+    store.save(Character(name="Ludwig Minor", description="A second Ludwig."))
+    with pytest.raises(CharacterNotFound) as several:
+        store.find("ludwig")  # two characters have that word: neither is guessed
+    assert "Ludwig van Beethoven" in str(several.value) and "Ludwig Minor" in str(several.value)
+    with pytest.raises(CharacterNotFound) as misspelt:
+        store.find("Bethoven")
+    assert "nearest: Ludwig van Beethoven" in str(misspelt.value)
+    with pytest.raises(CharacterNotFound):
+        store.find("hoven")  # part of a word is not a name
+    with pytest.raises(CharacterNotFound):
+        store.load("beethoven")  # inside the app, names are exact
+
+
+def test_the_cli_takes_a_name_as_typed_and_lists_the_nearest_when_it_is_not_found(data_dir):
+    shown = cli("show", "beethoven", data_dir=data_dir)
+    assert shown.returncode == 0 and "I want you to act like Ludwig van Beethoven" in shown.stdout
+    missing = cli("show", "Socratez", data_dir=data_dir)
+    assert missing.returncode == 1 and "nearest: Socrates" in missing.stderr and "Traceback" not in missing.stderr

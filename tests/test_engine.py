@@ -1,4 +1,4 @@
-"""The engine on the real embedded SmolLM2-135M-Instruct in 4-bit NF4."""
+"""The engine on the real embedded SmolLM2-135M-Instruct: in the precision `auto` picks, and in 4-bit NF4."""
 
 from __future__ import annotations
 
@@ -22,14 +22,26 @@ def test_embedded_model_is_found_and_converted_once(engine):
     assert engine.source == str(folder)
 
 
-def test_loads_in_4bit_nf4(engine):
+def test_loads_in_4bit_nf4(engine_4bit):
     import bitsandbytes as bnb
 
+    engine = engine_4bit
     linears = [m for m in engine.base_model.modules() if isinstance(m, torch.nn.Linear)]
     four_bit = [m for m in linears if isinstance(m, bnb.nn.Linear4bit)]
     assert four_bit and len(four_bit) >= 7 * engine.base_model.config.num_hidden_layers
     assert four_bit[0].weight.quant_state.quant_type == "nf4"
     assert engine.memory_bytes() < 200e6
+
+
+def test_auto_precision_is_fp32_for_a_small_model_on_a_cpu_and_4bit_when_it_is_large(engine, monkeypatch):
+    from engine import loading
+
+    assert engine.options.precision == "auto" and engine.precision == "fp32"
+    assert "CPU (" in engine.precision_reason and "fp32" in engine.precision_reason
+    assert loading.auto_precision(engine.source, on_cuda=True)[0] == "4bit"
+    monkeypatch.setattr(loading, "parameter_count", lambda *_: 8_000_000_000)  # an 8B model: 32 GB in fp32
+    precision, why = loading.auto_precision(engine.source, on_cuda=False)
+    assert precision == "4bit" and "too large" in why
 
 
 def test_streams_several_pieces(engine):
@@ -88,7 +100,10 @@ def fresh(engine, messages, adapter=None):
     return engine.generate(messages, GREEDY, adapter=adapter)
 
 
-def test_adapter_changes_output_and_none_restores_it(engine, adapter_dir):
+@pytest.mark.parametrize("precision", ["auto", "4bit"])
+def test_adapter_changes_output_and_none_restores_it(engine, engine_4bit, adapter_dir, precision):
+    # In 4-bit this also guards the bitsandbytes CPU work-around (engine/bnb_cpu.py).
+    engine = engine_4bit if precision == "4bit" else engine
     assert "random-lora" in engine.available_adapters()  # found by name in the runs folder
     before = fresh(engine, BEETHOVEN)
     with_adapter = fresh(engine, BEETHOVEN, "random-lora")
@@ -103,13 +118,16 @@ def test_unknown_or_unsafe_adapter_names_are_refused(engine, name):
         engine.stream(BEETHOVEN, GREEDY, adapter=name)
 
 
-def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine, adapter_dir):
+def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine, adapter_dir, monkeypatch):
     socrates = [{"role": "system", "content": "You are Socrates of Athens."},
                 {"role": "user", "content": "What is virtue?"}]
     jobs = [(BEETHOVEN, None), (socrates, "random-lora"), (socrates, None), (BEETHOVEN, "random-lora")]
     expected = [fresh(engine, messages, adapter) for messages, adapter in jobs]
     assert len(set(expected)) == 4
-    engine.prefix_cache.clear()  # every job below then reads its whole prompt, as above
+    # Every job below reads its whole prompt, as above: concurrent jobs with one system prompt would
+    # otherwise reuse each other's KV, which is numerically close, not bit-equal.
+    engine.prefix_cache.clear()
+    monkeypatch.setattr(engine.prefix_cache, "capacity", 0)
     results: list = [None] * len(jobs)
     stopped = threading.Event()
     stopped.set()

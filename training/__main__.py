@@ -23,7 +23,7 @@ def experiences(argv: list[str]) -> int:
 
     parser = HfArgumentParser((ExperienceOptions, EngineOptions), prog="python -m training experiences")
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
-    character = CharacterStore().load(options.character)
+    character = CharacterStore().find(options.character)
     if options.resume and not options.out:
         raise ValueError("--resume needs --out, the folder of the run to continue")
     out = options.out or dataset_dir(character)
@@ -66,6 +66,9 @@ def run(argv: list[str]) -> int:
     else:
         if not options.character or not options.dataset:
             raise ValueError("--character and --dataset are needed")
+        from characters.store import CharacterStore
+
+        options.character = CharacterStore().resolve(options.character)
         folder = Path(options.output_dir) if options.output_dir else runs_dir() / new_run_id(options.character)
         if folder.exists() and any(folder.iterdir()):
             raise FileExistsError(f"{folder} is not empty; use --resume to continue it")

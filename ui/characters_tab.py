@@ -223,7 +223,7 @@ class CharactersTab:
 
     def get_character(self, name: str) -> dict:
         """One character as a Character Card V2 object."""
-        return to_v2(self.store.load(name))
+        return to_v2(self.store.find(name))
 
     def on_page_load(self, selected) -> list:
         # A reload shows characters saved in another session or before a restart.

@@ -276,7 +276,7 @@ class ChatTab:
         options = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
         adapter_name = self.adapter_of(adapter)
         if character:
-            char = self.characters.load(character)
+            char = self.characters.find(character)
             past = [{**m, "name": char.name if m["role"] == "assistant" else user_name}
                     for m in clean_history(history)]
             check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
