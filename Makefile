@@ -28,7 +28,7 @@ run: setup
 	$(PY) app.py $(ARGS)
 
 test: setup browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=20 tests $(ARGS)
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/engine.py $(ARGS)

@@ -118,7 +118,10 @@ def test_unknown_or_unsafe_adapter_names_are_refused(engine, name):
         engine.stream(BEETHOVEN, GREEDY, adapter=name)
 
 
-def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine, adapter_dir, monkeypatch):
+def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine_4bit, adapter_dir, monkeypatch):
+    # In 4-bit, where the random adapter changes every one of the four greedy replies (in fp32 it left
+    # Socrates' unchanged, and the four jobs must be told apart).
+    engine = engine_4bit
     socrates = [{"role": "system", "content": "You are Socrates of Athens."},
                 {"role": "user", "content": "What is virtue?"}]
     jobs = [(BEETHOVEN, None), (socrates, "random-lora"), (socrates, None), (BEETHOVEN, "random-lora")]
