@@ -1,4 +1,5 @@
-"""The model: loading (4-bit NF4 by default), adapters, prompts, streaming."""
+"""The model: where it comes from, loading (``auto`` precision: 4-bit NF4 on CUDA, fp32 for a small
+model on a CPU), adapters, prompts, streaming."""
 
 import logging
 

@@ -1,7 +1,8 @@
 """Safe names, atomic writes and append-only JSONL files.
 
-Every file a user creates goes under the data folder (see ``plumbing.layout``). Names typed by users never become paths as they are: they are
-turned into safe slugs, and every resolved path is checked to stay inside its folder.
+Every file a user creates goes under the data folder (see ``plumbing.layout``). Names typed by
+users never become paths as they are: they are turned into safe slugs, and every resolved path is
+checked to stay inside its folder.
 Writes go to a temporary file that is renamed over the target, so a crash or a full
 disk leaves the old file, never half a new one.
 """
