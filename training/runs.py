@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from plumbing.files import atomic_write_json, inside, read_jsonl, slugify
+from plumbing.files import append_jsonl, atomic_write_json, inside, read_jsonl, slugify
 from plumbing.layout import runs_dir
 
 ACTIVE = ("starting", "running")
@@ -90,8 +90,7 @@ def read_log(folder: Path) -> list[dict]:
 
 
 def append_log(folder: Path, row: dict) -> None:
-    with (folder / "log.jsonl").open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append_jsonl(folder / "log.jsonl", [row])
 
 
 def last_checkpoint(folder: Path) -> Path | None:

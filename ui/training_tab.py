@@ -16,7 +16,7 @@ from plumbing.layout import character_datasets, dataset_folder
 from training.dataset import ExperienceOptions, Stopped, build_dataset, dataset_dir
 from training.jobs import JobManager
 from training.qlora import RunOptions
-from training.runs import read_status, run_folder, zip_adapter
+from training.runs import zip_adapter
 from ui.background import Background, request_stop
 from ui.errors import shown
 
@@ -206,9 +206,9 @@ class RunsPanel:
         run_id = self.jobs.submit(options)
         return gr.Dropdown(choices=[r["id"] for r in self.jobs.runs()], value=run_id)
 
-    def table(self) -> list[list]:
+    def table(self, runs: list[dict] | None = None) -> list[list]:
         rows = []
-        for r in self.jobs.runs():
+        for r in self.jobs.runs() if runs is None else runs:
             last = r["last"][0]
             rows.append([r["id"], r["options"].get("character", ""), r["status"].get("state", ""),
                          f"{r['status'].get('step', 0)}/{r['status'].get('max_steps', '?')}",
@@ -218,14 +218,15 @@ class RunsPanel:
     def refresh(self, selected) -> tuple:
         """The values of ``[run, progress, loss_plot, log_tail, runs_table]`` now."""
         self.jobs.pump()  # a queued run starts when the one before it has ended
-        choices = [r["id"] for r in self.jobs.runs()]
+        runs = self.jobs.runs()  # read once a tick: the choices, the table and the selected run's status
+        choices = [r["id"] for r in runs]
         if not selected or selected not in choices:
-            return gr.Dropdown(choices=choices), "", None, "", self.table()
+            return gr.Dropdown(choices=choices), "", None, "", self.table(runs)
         log = self.jobs.log(selected)
-        status = read_status(run_folder(selected))
+        status = next(r["status"] for r in runs if r["id"] == selected)
         last = next((r for r in reversed(log) if r.get("loss") is not None), {})
         return (gr.Dropdown(choices=choices), progress_bar(status, last), loss_points(log),
-                self.jobs.output_tail(selected), self.table())
+                self.jobs.output_tail(selected), self.table(runs))
 
     def stop_run(self, selected) -> str:
         if not selected:
