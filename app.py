@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine import Engine
     from engine.model_source import ModelUnavailable
     from plumbing.layout import runs_dir
-    from ui.app import build_app
+    from ui.app import server
 
     try:
         engine = Engine(engine_options, adapters_dir=runs_dir())
@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the model {engine_options.model or 'chosen'!r} could not be loaded: "
               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
-    demo = build_app(engine)
-    demo.launch(server_name=app_options.host, server_port=app_options.port, show_error=True,
-                allowed_paths=[], max_file_size="20mb")
+    serving = server(engine, app_options.host, app_options.port)
+    print(f"Simulacra Studio on http://{app_options.host}:{app_options.port}/ "
+          f"(OpenAI-compatible API at /v1)", flush=True)
+    serving.run()
     return 0
 
 

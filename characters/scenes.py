@@ -84,3 +84,19 @@ def find_scene(name: str) -> Scene:
         if scene.name == name:
             return Scene(**scene.to_dict())
     raise KeyError(f"no scene named {name!r}")
+
+
+def scene_from(value) -> Scene:
+    """A scene from a catalogue name, a JSON object (as text or dict), or empty for the interview setting."""
+    if value in (None, "", INTERVIEW.name):
+        return Scene(**INTERVIEW.to_dict())
+    if isinstance(value, dict):
+        return Scene.from_dict(value)
+    if not isinstance(value, str):
+        raise ValueError("scene must be a scene name or a scene object")
+    if value.lstrip().startswith("{"):
+        try:
+            return Scene.from_dict(json.loads(value))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"scene is not valid JSON: {err}") from None
+    return find_scene(value)

@@ -15,6 +15,7 @@ from characters.meta_prompt import DEFAULT_USER, chat_messages
 from characters.scenes import Scene
 from characters.schema import Character
 from engine.engine import Engine
+from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history
 from engine.options import SamplingOptions
 
 
@@ -47,12 +48,26 @@ def turn_messages(character: Character, scene: Scene | None, history: list[dict]
 def stream_turn(engine: Engine, character: Character, scene: Scene | None, history: list[dict],
                 message: str | None = None, sampling: SamplingOptions | None = None, adapter: str | None = None,
                 user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
-                stop: threading.Event | None = None, continue_last: bool = False) -> Iterator[str]:
-    """Stream ``character``'s reply. With ``continue_last`` the last assistant message is extended."""
+                stop: threading.Event | None = None, continue_last: bool = False,
+                stats: dict | None = None) -> Iterator[str]:
+    """Stream ``character``'s reply. With ``continue_last`` the last assistant message is extended;
+    ``stats`` is filled as ``Engine.stream`` fills it."""
     messages = turn_messages(character, scene, history, message, user, user_persona, other, trained=bool(adapter))
     if continue_last:
         if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
             messages.insert(len(messages) - 2, messages.pop())
         if messages[-1]["role"] != "assistant":
             raise ValueError("there is no reply of the character to continue")
-    return engine.stream(messages, sampling, adapter, stop, continue_last=continue_last)
+    return engine.stream(messages, sampling, adapter, stop, continue_last=continue_last, stats=stats)
+
+
+def client_turn(engine: Engine, character: Character, scene: Scene | None, history, message,
+                sampling: SamplingOptions | None = None, adapter: str | None = None,
+                user_name=DEFAULT_USER, stop: threading.Event | None = None,
+                stats: dict | None = None) -> Iterator[str]:
+    """``character``'s reply for an API client (Gradio's ``/chat``, ``/v1/chat/completions``): ``history``
+    is OpenAI-style messages as the client sent them, checked here with ``message`` and ``user_name``."""
+    user = check_text(user_name, "user_name", 100).strip() or DEFAULT_USER
+    past = [{**m, "name": character.name if m["role"] == "assistant" else user} for m in clean_history(history)]
+    check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
+    return stream_turn(engine, character, scene, past, message, sampling, adapter, user, stop=stop, stats=stats)

@@ -75,22 +75,31 @@ BEETHOVEN = [
 @pytest.fixture(scope="session")
 def app_url(engine, tmp_path_factory):
     """The whole app in this process (sharing the test engine), on a free port, with its own data folder."""
-    from ui.app import build_app
+    import threading
+    import time
+
+    from ui.app import server
 
     folder = tmp_path_factory.mktemp("app_user_data")
     previous = os.environ.get("SIMULACRA_DATA_DIR")
     os.environ["SIMULACRA_DATA_DIR"] = str(folder)
+    port = free_port()
     try:
-        demo = build_app(engine)
+        serving = server(engine, "127.0.0.1", port)
     finally:
         if previous is None:
             os.environ.pop("SIMULACRA_DATA_DIR")
         else:
             os.environ["SIMULACRA_DATA_DIR"] = previous
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    thread = threading.Thread(target=serving.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not serving.started and time.time() < deadline:
+        time.sleep(0.1)
+    assert serving.started, "the app's server did not start"
     yield f"http://127.0.0.1:{port}/", folder
-    demo.close()
+    serving.should_exit = True
+    thread.join(timeout=30)
 
 
 # ---- helpers shared by several test files ---------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gradio as gr
+import uvicorn
+from fastapi import FastAPI
 
 from characters.chats import ChatStore
 from characters.store import CharacterStore
@@ -11,6 +13,7 @@ from plumbing.layout import data_is_lost_on_restart
 from training.runs import adapter_of, read_options, run_folder
 from ui import characters_tab, chat_tab, interview_tab, scenes_tab, training_tab
 from ui.errors import shown
+from ui.openai_api import OpenAIAPI, router
 
 # Chat streams interleave token by token on the shared model, so several may run at once;
 # the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
@@ -91,3 +94,18 @@ def build_app(engine: Engine) -> gr.Blocks:
         demo.load(lambda: footer(engine), None, page_footer, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
     return demo
+
+
+def server_app(engine: Engine) -> FastAPI:
+    """The whole server: the OpenAI-compatible routes under ``/v1``, and the Gradio app at ``/``
+    (Gradio's documented way to serve routes of one's own beside it)."""
+    app = FastAPI(title="Simulacra Studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router(OpenAIAPI(engine, CharacterStore())))
+    return gr.mount_gradio_app(app, build_app(engine), path="/", show_error=True, allowed_paths=[],
+                               max_file_size="20mb")
+
+
+def server(engine: Engine, host: str, port: int) -> uvicorn.Server:
+    """The server of ``server_app``, ready to ``run()`` (or to start in a thread, as the tests do)."""
+    return uvicorn.Server(uvicorn.Config(server_app(engine), host=host, port=port, log_level="warning",
+                                         timeout_graceful_shutdown=5))

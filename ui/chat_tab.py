@@ -14,11 +14,11 @@ import gradio as gr
 from characters.chats import Chat, ChatStore
 from plumbing.files import slugify
 from characters.meta_prompt import DEFAULT_USER, replace_macros
-from characters.scenes import INTERVIEW, Scene, find_scene, scene_catalogue
+from characters.scenes import INTERVIEW, Scene, scene_catalogue, scene_from
 from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
-from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history, conversation
-from engine.roleplay import stream_turn, turn_messages
+from engine.messages import MAX_MESSAGE_CHARS, check_text, conversation
+from engine.roleplay import client_turn, stream_turn, turn_messages
 from ui.errors import shown
 
 NO_ADAPTER = "none (base model)"
@@ -41,22 +41,6 @@ def sampling_controls() -> list[gr.components.Component]:
 def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed) -> SamplingOptions:
     return SamplingOptions.from_values(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                        repetition_penalty=repetition_penalty, seed=seed)
-
-
-def scene_from(value) -> Scene:
-    """A scene from a catalogue name, a JSON object (as text or dict), or empty for the interview setting."""
-    if value in (None, "", INTERVIEW.name):
-        return Scene(**INTERVIEW.to_dict())
-    if isinstance(value, dict):
-        return Scene.from_dict(value)
-    if not isinstance(value, str):
-        raise ValueError("scene must be a scene name or a scene object")
-    if value.lstrip().startswith("{"):
-        try:
-            return Scene.from_dict(json.loads(value))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"scene is not valid JSON: {err}") from None
-    return find_scene(value)
 
 
 def display(chat: Chat | None) -> list[dict]:
@@ -276,12 +260,8 @@ class ChatTab:
         options = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
         adapter_name = self.adapter_of(adapter)
         if character:
-            char = self.characters.find(character)
-            past = [{**m, "name": char.name if m["role"] == "assistant" else user_name}
-                    for m in clean_history(history)]
-            check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
-            user = check_text(user_name, "user_name", 100).strip() or DEFAULT_USER
-            pieces = stream_turn(self.engine, char, scene_from(scene), past, message, options, adapter_name, user)
+            pieces = client_turn(self.engine, self.characters.find(character), scene_from(scene), history, message,
+                                 options, adapter_name, user_name)
         else:
             pieces = self.engine.stream(conversation(system_prompt, history, message), options, adapter_name)
         reply = ""
