@@ -1,7 +1,8 @@
 """`python -m training experiences --character NAME --scenes N [--protective M] [--generator local|openai] [--out DIR] [--resume]`
 `python -m training run --character NAME --dataset DIR [--preset quick|standard|paper] [--max-steps N] [--output-dir DIR] [--resume]`
+`python -m training export RUN [--format gguf-f16|gguf-q8_0|gguf-q4_0] [--out DIR]`
 
-Every option of ExperienceOptions and EngineOptions is a flag (see --help). Errors exit
+Every option of ExperienceOptions, RunOptions and ExportOptions is a flag (see --help). Errors exit
 non-zero with one line.
 """
 
@@ -78,7 +79,21 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"experiences": experiences, "run": run}
+def export(argv: list[str]) -> int:
+    from training.export import ExportOptions, export_run
+
+    if argv and not argv[0].startswith("-"):  # the run may be given bare: `export RUN --format …`
+        argv = ["--run", *argv]
+    (options,) = HfArgumentParser(ExportOptions, prog="python -m training export").parse_args_into_dataclasses(
+        args=argv)
+    if not options.run:
+        raise ValueError("name the run to export: python -m training export RUN")
+    for kind, path in export_run(options).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+COMMANDS = {"experiences": experiences, "run": run, "export": export}
 
 
 def main(argv: list[str] | None = None) -> int:

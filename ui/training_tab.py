@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -14,6 +15,7 @@ from engine import Engine
 from plumbing.files import read_jsonl
 from plumbing.layout import character_datasets, dataset_folder
 from training.dataset import ExperienceOptions, Stopped, build_dataset, dataset_dir
+from training.export import FORMATS, ExportOptions, export_run
 from training.jobs import JobManager
 from training.qlora import RunOptions
 from training.runs import zip_adapter
@@ -247,6 +249,16 @@ class RunsPanel:
             raise gr.Error("Choose a run.")
         return str(zip_adapter(selected))
 
+    @staticmethod
+    def export_character(selected, fmt) -> list[str]:
+        """The selected run's character to take elsewhere: a GGUF of the merged model, an Ollama Modelfile,
+        the character card (V3) and the adapter zip (written to a fresh temporary folder, which Gradio
+        serves wherever the data folder is)."""
+        if not selected:
+            raise gr.Error("Choose a run.")
+        files = export_run(ExportOptions(run=selected, format=fmt, out=tempfile.mkdtemp(prefix="export-")))
+        return [str(path) for path in files.values()]
+
     def runs_list(self) -> list[dict]:
         """Every training run with its status and last log line."""
         return [{"id": r["id"], "character": r["options"].get("character"), "status": r["status"],
@@ -287,6 +299,12 @@ class RunsPanel:
         progress = gr.Markdown()
         download = gr.File(label="Adapter", interactive=False, visible=True)
         with gr.Row():
+            export_format = gr.Radio(list(FORMATS), value="gguf-q8_0", label="Export format", scale=3,
+                                     info="GGUF for llama.cpp, Ollama and LM Studio, with a Modelfile, the card "
+                                          "and the adapter")
+            export_gguf = gr.Button("Export", scale=1)
+        exported = gr.File(label="Exported character", file_count="multiple", interactive=False)
+        with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
                                     scale=2)
             log_tail = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, scale=1)
@@ -303,6 +321,7 @@ class RunsPanel:
         stop.click(shown(self.stop_run), run, progress, api_name="stop_training")
         resume.click(shown(self.resume_run), run, progress, api_name="resume_training")
         export.click(shown(self.export_adapter), run, download, api_name="export_adapter")
+        export_gguf.click(shown(self.export_character), [run, export_format], exported, api_name="export_character")
         gr.api(shown(self.runs_list), api_name="runs")
         return {"run": run, "chat_with": chat_with, "on_load": (self.on_page_load, [], [run])}
 
