@@ -41,14 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SIMULACRA_DATA_DIR"] = os.path.abspath(app_options.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from engine import Engine
+    from engine import make_engine
     from engine.model_source import ModelUnavailable
+    from engine.remote import EngineUnreachable
     from plumbing.layout import runs_dir
     from ui.app import server
 
     try:
-        engine = Engine(engine_options, adapters_dir=runs_dir())
-    except (ModelUnavailable, ValueError) as err:  # no model, or an option this machine cannot honour
+        engine = make_engine(engine_options, adapters_dir=runs_dir())
+    except (ModelUnavailable, EngineUnreachable, ValueError) as err:  # no model, or an option this machine cannot honour
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (OSError, ImportError) as err:  # a model folder or id that cannot be loaded

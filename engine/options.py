@@ -8,6 +8,7 @@ through the HTTP API.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 PRECISIONS = ("auto", "4bit", "8bit", "bf16", "fp32")
@@ -27,6 +28,14 @@ class EngineOptions:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub model. Off by default."})
     max_context_tokens: int = field(default=4096, metadata={"help": "Prompt + reply budget; older turns are dropped past it."})
     prefix_cache_entries: int = field(default=16, metadata={"help": "KV caches of recent conversations kept for reuse."})
+    engine_url: str = field(default_factory=lambda: os.environ.get("SIMULACRA_ENGINE_URL", ""), metadata={
+        "help": "An OpenAI-compatible server (vLLM, TGI, llama.cpp server, another instance of this app) that "
+                "runs the model instead of this process, e.g. http://gpu-box:8000/v1 (default: "
+                "SIMULACRA_ENGINE_URL). Meta prompts, scenes and turn endings stay in this app."})
+    engine_model: str = field(default="", metadata={
+        "help": "The base model's name on that server (default: the first it lists)."})
+    engine_api_key_env: str = field(default="SIMULACRA_ENGINE_API_KEY", metadata={
+        "help": "Environment variable holding that server's API key, if it needs one."})
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -35,6 +44,8 @@ class EngineOptions:
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if not 256 <= int(self.max_context_tokens) <= 131072:
             raise ValueError("max_context_tokens must be between 256 and 131072")
+        if self.engine_url and not self.engine_url.startswith(("http://", "https://")):
+            raise ValueError(f"engine_url must be an http:// or https:// URL, not {self.engine_url!r}")
 
 
 @dataclass

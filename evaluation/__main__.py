@@ -20,7 +20,7 @@ from plumbing.cli import run_command
 def _prepare(argv: list[str], prog: str):
     """Options, character, questions and the loaded engine; a bad file or adapter fails before any answer."""
     from characters.store import CharacterStore
-    from engine import Engine, EngineOptions
+    from engine import EngineOptions, make_engine
     from evaluation.interview import InterviewOptions, resolve_adapter, resolve_questions
     from plumbing.layout import runs_dir
 
@@ -30,7 +30,7 @@ def _prepare(argv: list[str], prog: str):
         raise ValueError("--character and --out are needed")
     character = CharacterStore().find(options.character)
     questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
-    engine = Engine(engine_options, adapters_dir=runs_dir())
+    engine = make_engine(engine_options, adapters_dir=runs_dir())
     resolve_adapter(engine, options.adapter)
     return options, character, questions, source, engine
 

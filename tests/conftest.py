@@ -41,23 +41,28 @@ def engine_4bit(engine):
     return Engine(EngineOptions(precision="4bit"), adapters_dir=engine.adapters_dir)
 
 
-@pytest.fixture(scope="session")
-def adapter_dir(engine):
+def random_lora(source: str, folder: Path, targets=("q_proj", "v_proj"), r: int = 8, alpha: int = 16,
+                std: float = 0.1) -> Path:
     """A freshly initialised LoRA with non-zero B (so it changes the output), saved as safetensors."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(engine.source, dtype=torch.float32)
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets)))
     torch.manual_seed(0)
     for name, param in lora.named_parameters():
         if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
-    folder = engine.adapters_dir / "random-lora" / "adapter"  # where a training run puts its adapter
+            torch.nn.init.normal_(param, std=std)
     lora.save_pretrained(folder)
     assert (folder / "adapter_model.safetensors").is_file()
     return folder
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(engine):
+    """A random LoRA where a training run puts its adapter."""
+    return random_lora(engine.source, engine.adapters_dir / "random-lora" / "adapter")
 
 
 def free_port() -> int:

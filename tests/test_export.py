@@ -12,7 +12,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, random_lora
 from training.export import ExportOptions, export_run, llama_permute, merged_model
 from training.runs import run_folder
 
@@ -26,18 +26,9 @@ RUN = "beethoven-run"
 def exported(engine, tmp_path_factory):
     """A run of Beethoven as training leaves it (options.json, and an adapter on q, k and v with non-zero B;
     k has fewer heads than q in SmolLM2, so both permutations count), exported as F16 and Q8_0."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     data, out = tmp_path_factory.mktemp("export_data"), tmp_path_factory.mktemp("exported")
     folder = data / "runs" / RUN
-    base = AutoModelForCausalLM.from_pretrained(engine.source, dtype=torch.float32)
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj"]))
-    torch.manual_seed(0)
-    for name, param in lora.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.05)
-    lora.save_pretrained(folder / "adapter")
+    random_lora(engine.source, folder / "adapter", ("q_proj", "k_proj", "v_proj"), std=0.05)
     (folder / "options.json").write_text(json.dumps({"character": "Ludwig van Beethoven", "model": ""}))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SIMULACRA_DATA_DIR", str(data))

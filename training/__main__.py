@@ -20,7 +20,7 @@ def experiences(argv: list[str]) -> int:
 
     from characters.store import CharacterStore
     from engine import EngineOptions
-    from training.dataset import ExperienceOptions, build_dataset, dataset_dir
+    from training.dataset import ExperienceOptions, build_dataset, dataset_dir, token_counter
 
     parser = HfArgumentParser((ExperienceOptions, EngineOptions), prog="python -m training experiences")
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
@@ -28,9 +28,9 @@ def experiences(argv: list[str]) -> int:
     if options.resume and not options.out:
         raise ValueError("--resume needs --out, the folder of the run to continue")
     out = options.out or dataset_dir(character)
-    from engine import Engine
+    from engine import make_engine
 
-    engine = Engine(engine_options)  # the local generator; its tokenizer also counts the dataset's tokens
+    engine = make_engine(engine_options)  # the local generator; its tokenizer also counts the dataset's tokens
     generator = options.make_generator(engine)
     bar = tqdm(total=options.scenes + options.protective + 1, unit="task")
 
@@ -41,7 +41,7 @@ def experiences(argv: list[str]) -> int:
         bar.refresh()
 
     folder = build_dataset(character, generator, options, out, progress,
-                           count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))
+                           count_tokens=token_counter(engine))
     bar.close()
     print(folder)
     return 0

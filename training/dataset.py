@@ -259,6 +259,12 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     return stats
 
 
+def token_counter(engine) -> Callable[[str], int] | None:
+    """Counts tokens with the engine's tokenizer; None for a remote engine (the server tokenizes)."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    return None if tokenizer is None else (lambda text: len(tokenizer(text)["input_ids"]))
+
+
 def build_dataset(character: Character, generator, options: ExperienceOptions, out: Path | None = None,
                   progress: Progress | None = None, stop: threading.Event | None = None,
                   count_tokens: Callable[[str], int] | None = None) -> Path:

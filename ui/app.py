@@ -31,6 +31,8 @@ RESTART_NOTICE = (
 def footer(engine: Engine) -> str:
     """What the page runs on: model, precision, device and memory in use, on every page."""
     usage = engine.usage()
+    if engine.precision == "remote":
+        return f"Model `{engine.name}` · {usage['device_memory']}"
     why = f" ({engine.precision_reason})" if engine.options.precision == "auto" else ""
     return (f"Model `{engine.name}` · {engine.precision}{why} · {engine.device.type} · model "
             f"{usage['model_mb']:.0f} MB · {usage['device_memory']}")

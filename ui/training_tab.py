@@ -14,7 +14,7 @@ from characters.store import CharacterStore
 from engine import Engine
 from plumbing.files import read_jsonl
 from plumbing.layout import character_datasets, dataset_folder
-from training.dataset import ExperienceOptions, Stopped, build_dataset, dataset_dir
+from training.dataset import ExperienceOptions, Stopped, build_dataset, dataset_dir, token_counter
 from training.export import FORMATS, ExportOptions, export_run
 from training.jobs import JobManager
 from training.qlora import RunOptions
@@ -115,7 +115,7 @@ class ExperiencesPanel:
         def work(report, stop_now):
             try:
                 build_dataset(char, generator, options, out, report, stop_now,
-                              count_tokens=lambda text: len(self.engine.tokenizer(text)["input_ids"]))
+                              count_tokens=token_counter(self.engine))
             except Stopped:
                 return "stopped"
             return "done"
