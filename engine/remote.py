@@ -153,6 +153,7 @@ class RemoteEngine:
                         stats["new_tokens"] = chunk["usage"].get("completion_tokens", 0)
                     piece = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content")
                     if piece:
+                        stats["new_tokens"] += 1  # about a token a chunk; the usage chunk at the end is exact
                         now = time.perf_counter() - started
                         if stats["first_token_s"] is None:
                             stats["first_token_s"] = now

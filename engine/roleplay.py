@@ -17,6 +17,7 @@ from characters.schema import Character
 from engine.engine import Engine
 from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history
 from engine.options import SamplingOptions
+from engine.turn_end import end_turn
 
 
 def model_history(history: list[dict], speaker: str, named: bool) -> list[dict]:
@@ -50,15 +51,18 @@ def stream_turn(engine: Engine, character: Character, scene: Scene | None, histo
                 user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
                 stop: threading.Event | None = None, continue_last: bool = False,
                 stats: dict | None = None) -> Iterator[str]:
-    """Stream ``character``'s reply. With ``continue_last`` the last assistant message is extended;
-    ``stats`` is filled as ``Engine.stream`` fills it."""
+    """Stream ``character``'s reply, ended where the turn ends (``turn_end``). With ``continue_last`` the
+    last assistant message is extended; ``stats`` is filled as ``Engine.stream`` fills it, with ``turn_end``."""
     messages = turn_messages(character, scene, history, message, user, user_persona, other, trained=bool(adapter))
     if continue_last:
         if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
             messages.insert(len(messages) - 2, messages.pop())
         if messages[-1]["role"] != "assistant":
             raise ValueError("there is no reply of the character to continue")
-    return engine.stream(messages, sampling, adapter, stop, continue_last=continue_last, stats=stats)
+    sampling = sampling or SamplingOptions()
+    stats = {} if stats is None else stats
+    pieces = engine.stream(messages, sampling, adapter, stop, continue_last=continue_last, stats=stats)
+    return end_turn(pieces, character.name, sampling.max_new_tokens, stats)
 
 
 def client_turn(engine: Engine, character: Character, scene: Scene | None, history, message,

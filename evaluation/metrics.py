@@ -36,6 +36,7 @@ SPEAKER_TAG = re.compile(r"^\s*[A-Z][\w .'-]{0,40}:\s*")
 LOOP_NGRAM = 3
 LOOP_SHARE = 0.35  # an answer whose 3-grams repeat this much reads as a loop
 MIN_WORDS = 2
+LIST_LINE_WORDS = 5  # a line this short that ends no sentence is a fragment
 
 
 def contains(answer: str, term: str) -> bool:
@@ -95,13 +96,24 @@ def repetition(answer: str, n: int = LOOP_NGRAM) -> float:
     return 1 - len(Counter(grams)) / len(grams)
 
 
+def short_line_list(lines: list[str]) -> bool:
+    """Three or more lines, nearly all of them a few words that end no sentence: a list of fragments
+    ("london music festival / Safari on a bicycle / Festival in China"), not a spoken turn."""
+    if len(lines) < 3:
+        return False
+    fragments = [line for line in lines if len(words(line)) <= LIST_LINE_WORDS and not line.rstrip("*_ ").endswith(
+        (".", "!", "?", "…", '"', "”")) or re.fullmatch(r"[\w ,'-]{0,30}\d+\.?", line)]
+    return len(fragments) >= 0.75 * len(lines)
+
+
 def degenerate(answer: str) -> bool:
-    """Empty, a word or less, or looping (repeated 3-grams, or a line said again and again)."""
+    """Empty, a word or less, looping (repeated 3-grams, or a line said again and again), or a list of
+    short fragments instead of a turn."""
     if len(words(answer)) < MIN_WORDS:
         return True
     lines = [line.strip().lower() for line in answer.splitlines() if line.strip()]
     repeated_line = len(lines) >= 3 and Counter(lines).most_common(1)[0][1] >= 3
-    return repetition(answer) >= LOOP_SHARE or repeated_line
+    return repetition(answer) >= LOOP_SHARE or repeated_line or short_line_list(lines)
 
 
 def claims_other_name(answer: str, character: Character) -> bool:

@@ -1,0 +1,96 @@
+"""Chat turns: degeneration and other speakers' lines in the replies of ten presets to ten ordinary
+questions, before and after turn endings, for a few sampling settings.
+
+    .venv/bin/python bench/turns.py [--configs defaults,short,short-rep,short-cool]
+
+Each reply is a character's turn in Character-LLM's interview setting, generated in batches (a row per
+preset; the same replies as one at a time, see tests/test_experiences.py) and then ended as the Chat
+tab ends it (engine.turn_end: before another speaker's line; at the last whole sentence when the
+token limit cuts it); each setting is reported raw (before) and ended (after). A reply is degenerate by
+evaluation.metrics.degenerate (empty, looping, or a list of short fragments); "another speaker" counts
+replies with a "Name:" line of someone else. Writes bench/results/turns.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results" / "turns.json"
+PRESETS = ["Ludwig van Beethoven", "Cleopatra VII", "Julius Caesar", "Socrates", "Isaac Newton", "Spartacus",
+           "Martin Luther King Jr.", "Dez Okafor", "Hazel Thornbury", "Inès Moreau"]
+QUESTIONS = ["What is your name and where do you live?", "Are you ready for tonight?", "What did you do today?",
+             "Who is your closest friend?", "What do you fear most?", "What makes you happy?",
+             "Tell me about your family.", "What are you working on these days?", "What would you like to eat?",
+             "Where did you grow up?"]
+CONFIGS = {  # the old chat defaults first; each is reported raw and with turn endings
+    "defaults": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1, "max_new_tokens": 256},
+    "short": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1, "max_new_tokens": 128},
+    "short-rep": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 128},
+    "short-cool": {"temperature": 0.5, "top_p": 0.9, "repetition_penalty": 1.15, "max_new_tokens": 128},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from characters.store import CharacterStore
+    from engine import Engine, SamplingOptions
+    from engine.loading import cpu_features
+    from engine.roleplay import turn_messages
+    from engine.turn_end import SPEAKER_LINE, end_turn, is_own
+    from evaluation.metrics import degenerate
+
+    engine = Engine()
+    store = CharacterStore()
+    characters = [store.load(name) for name in PRESETS]
+    results = {"model": engine.name, "precision": engine.precision,
+               "cpu_features": ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in cpu_features())
+               or platform.processor(), "configs": {}}
+    for name in args.configs.split(","):
+        values = CONFIGS[name]
+        sampling = SamplingOptions(**values, seed=args.seed)
+        started, rows = time.perf_counter(), {False: [], True: []}
+        for question in QUESTIONS:
+            conversations = [turn_messages(c, None, [], question) for c in characters]
+            replies = engine.generate_batch(conversations, sampling)
+            for character, reply in zip(characters, replies):
+                tokens = len(engine.tokenizer(reply)["input_ids"])
+                ended = "".join(end_turn([reply], character.name, sampling.max_new_tokens, {"new_tokens": tokens}))
+                for turn_endings, text in ((False, reply), (True, ended)):
+                    other = any((m := SPEAKER_LINE.match(line)) and not is_own(m.group(1), character.name)
+                                for line in text.splitlines()[1:])
+                    rows[turn_endings].append({"character": character.name, "question": question, "reply": text,
+                                               "degenerate": degenerate(text), "other_speaker": other,
+                                               "words": len(text.split())})
+        seconds = time.perf_counter() - started
+        for turn_endings, got in rows.items():
+            n = len(got)
+            results["configs"][f"{name}{' + turn endings' if turn_endings else ''}"] = {
+                "sampling": values, "turn_endings": turn_endings, "replies": n, "seconds": seconds,
+                "degenerate_share": sum(r["degenerate"] for r in got) / n,
+                "other_speaker_share": sum(r["other_speaker"] for r in got) / n,
+                "median_words": sorted(r["words"] for r in got)[n // 2], "rows": got}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(f"{engine.name}, {engine.precision}, CPU features: {results['cpu_features']}; "
+          f"{len(PRESETS)} presets × {len(QUESTIONS)} questions, seed {args.seed}\n"
+          "| settings | turn endings | degenerate | another speaker's line | median words |\n|---|---|---|---|---|")
+    for name, r in results["configs"].items():
+        s = r["sampling"]
+        print(f"| {name}: T {s['temperature']}, top-p {s['top_p']}, rep. {s['repetition_penalty']}, "
+              f"{s['max_new_tokens']} tokens | {'yes' if r['turn_endings'] else 'no'} | {r['degenerate_share']:.0%} | "
+              f"{r['other_speaker_share']:.0%} | {r['median_words']} |")
+
+
+if __name__ == "__main__":
+    main()
