@@ -97,6 +97,25 @@ def test_the_q8_0_gguf_agrees_with_the_merged_model_on_the_next_token(exported, 
     assert agreement >= 0.95, f"{agreement:.1%} of {want.numel()} positions"
 
 
+def test_the_tokenizer_metadata_is_the_embedded_gguf_s(exported):
+    """The tokenizer written from the base model's files is the one llama.cpp's own converter wrote
+    into the embedded GGUF: tokens, their types (special tokens CONTROL), merges, ids and template."""
+    from gguf import GGUFReader
+
+    from engine.model_source import embedded_gguf
+
+    def fields(path) -> dict:
+        reader = GGUFReader(path)
+        out = {}
+        for key, field in reader.fields.items():
+            if key.startswith("tokenizer."):
+                out[key] = field.contents()
+        return out
+
+    ours, theirs = fields(exported[0]["gguf-q8_0"]["gguf"]), fields(embedded_gguf())
+    assert ours == theirs, sorted(k for k in theirs if ours.get(k) != theirs[k])
+
+
 def test_the_export_brings_a_modelfile_a_card_and_the_adapter(exported):
     files = exported[0]["gguf-q8_0"]
     modelfile = files["modelfile"].read_text()

@@ -10,6 +10,7 @@ template and special tokens are carried over from the base model's tokenizer fil
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -76,6 +77,15 @@ def tokenizer_metadata(writer, source: str, name: str) -> None:
     for text, _score, kind in vocab.all_tokens():
         tokens.append(text)
         types.append(kind)
+    # llama.cpp parses special tokens in a prompt only when they are CONTROL tokens (as its converter marks
+    # the tokenizer's special added tokens); other added tokens are USER_DEFINED.
+    for added in json.loads((folder / "tokenizer.json").read_text()).get("added_tokens", []):
+        if added["id"] < len(types):
+            types[added["id"]] = (gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED)
+    config = folder / "tokenizer_config.json"
+    settings = json.loads(config.read_text()) if config.is_file() else {}
+    writer.add_add_space_prefix(bool(settings.get("add_prefix_space", False)))
+    writer.add_add_bos_token(bool(settings.get("add_bos_token", False)))
     writer.add_tokenizer_model("gpt2")
     family = next((pre for key, pre in PRE_TOKENIZERS.items() if key in name.lower()), "default")
     writer.add_tokenizer_pre(family)
