@@ -153,3 +153,21 @@ def test_the_cli_exports_a_run_as_the_issue_spells_it(exported, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"gguf: {tmp_path}/ludwig-van-beethoven-{RUN}.Q8_0.gguf" in done.stdout
     assert (tmp_path / "Modelfile").is_file() and len(list(tmp_path.iterdir())) == 4
+
+
+def test_the_training_tabs_export_through_the_api_gives_the_four_files(exported, app_url, monkeypatch):
+    """The Training tab's Export (`/export_character`), here in Q4_0: the GGUF (readable, Q4_0 weights),
+    the Modelfile, the card and the adapter zip, as downloads."""
+    from gguf import GGUFReader
+    from gradio_client import Client
+
+    monkeypatch.setenv("SIMULACRA_DATA_DIR", str(exported[2]))  # the in-process app reads it per request
+    files = Client(app_url[0], verbose=False).predict(RUN, "gguf-q4_0", api_name="/export_character")
+    names = sorted(os.path.basename(f) for f in files)
+    assert names == sorted([f"ludwig-van-beethoven-{RUN}.Q4_0.gguf", "Modelfile", f"ludwig-van-beethoven-{RUN}.card.json",
+                            f"ludwig-van-beethoven-{RUN}-adapter.zip"])
+    gguf_file = next(f for f in files if f.endswith(".gguf"))
+    kinds = {t.tensor_type.name for t in GGUFReader(gguf_file).tensors}
+    assert kinds == {"Q4_0", "F32"}
+    with pytest.raises(Exception, match="not in the list of choices"):  # Gradio checks a Radio's choices itself
+        Client(app_url[0], verbose=False).predict(RUN, "gguf-q2", api_name="/export_character")
