@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -54,9 +55,21 @@ def merged_model(folder: Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    source = resolve_model(read_options(folder).get("model") or None)
+    adapter = adapter_of(folder)
+    source = base_model_of(adapter, read_options(folder).get("model") or None)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    return PeftModel.from_pretrained(base, str(adapter_of(folder))).merge_and_unload().eval(), source
+    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().eval(), source
+
+
+def base_model_of(adapter: Path, model_option: str | None) -> str:
+    """The base the adapter was trained on, as its adapter_config.json names it (on a GPU that was the
+    GPU default); a local folder that is not on this machine falls back to the run's --model option."""
+    from peft import PeftConfig
+
+    named = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path or ""
+    if named and (Path(named).is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", named)):  # here, or a Hub id
+        return named
+    return resolve_model(model_option)
 
 
 def llama_permute(weights: np.ndarray, heads: int) -> np.ndarray:
