@@ -1,4 +1,7 @@
-"""Simulacra Studio: `python app.py [--model M] [--precision 4bit] [--host H] [--port P] [--data-dir D]`.
+"""Simulacra Studio: `python app.py [--model M] [--precision 4bit] [--host H] [--port P] [--data-dir D]
+[--engine-url URL]`.
+
+One server: the Gradio app at / and the OpenAI-compatible API at /v1.
 
 The Space's app_file. Binds to loopback unless told otherwise (or unless GRADIO_SERVER_NAME
 says so, as Spaces do). A missing piece (no model, a bad option, a model that fails to load)

@@ -125,6 +125,11 @@ def write_gguf(model, source: str, path: Path, fmt: str, title: str) -> Path:
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), "llama")
     writer.add_name(title)
+    writer.add_finetune("simulacra-character")
+    writer.add_base_model_count(1)
+    writer.add_base_model_name(0, Path(source).name)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        writer.add_base_model_repo_url(0, f"https://huggingface.co/{source}")
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
