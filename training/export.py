@@ -175,15 +175,17 @@ def write_gguf(model, source: str, path: Path, fmt: str, title: str) -> Path:
 
 def modelfile(gguf_name: str, system: str, sampling: SamplingOptions) -> str:
     """An Ollama Modelfile: the character's meta prompt as SYSTEM, the model's chat template (ChatML,
-    in Ollama's template language) and the app's sampling defaults."""
+    in Ollama's template language; system messages come from .System only, user and assistant turns
+    from .Messages, as LLaMA-Factory writes it) and the app's sampling defaults."""
     quoted = system.replace('"""', '\\"\\"\\"')
     return f'''FROM ./{gguf_name}
-TEMPLATE """{{{{- if .System }}}}<|im_start|>system
+TEMPLATE """{{{{ if .System }}}}<|im_start|>system
 {{{{ .System }}}}<|im_end|>
-{{{{ end }}}}{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}
+{{{{ end }}}}{{{{ range .Messages }}}}{{{{ if eq .Role "user" }}}}<|im_start|>user
 {{{{ .Content }}}}<|im_end|>
-{{{{ end }}}}<|im_start|>assistant
-"""
+<|im_start|>assistant
+{{{{ else if eq .Role "assistant" }}}}{{{{ .Content }}}}<|im_end|>
+{{{{ end }}}}{{{{ end }}}}"""
 SYSTEM """{quoted}"""
 PARAMETER temperature {sampling.temperature}
 PARAMETER top_p {sampling.top_p}
