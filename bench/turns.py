@@ -6,7 +6,8 @@ questions, before and after turn endings, for a few sampling settings.
 Each reply is a character's turn in Character-LLM's interview setting, generated in batches (a row per
 preset; the same replies as one at a time, see tests/test_experiences.py) and then ended as the Chat
 tab ends it (engine.turn_end: before another speaker's line; at the last whole sentence when the
-token limit cuts it); each setting is reported raw (before) and ended (after). A reply is degenerate by
+token limit cuts it); each setting is reported raw (before) and ended (after). Settings measured
+in earlier runs stay in the JSON and the table, each with when it was measured. A reply is degenerate by
 evaluation.metrics.degenerate (empty, looping, or a list of short fragments); "another speaker" counts
 replies with a "Name:" line of someone else. Writes bench/results/turns.json.
 """
@@ -56,6 +57,8 @@ def main() -> None:
     results = {"model": engine.name, "precision": engine.precision,
                "cpu_features": ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in cpu_features())
                or platform.processor(), "configs": {}}
+    if RESULTS.is_file():  # settings measured in earlier runs are kept (each says when it was measured)
+        results["configs"] = json.loads(RESULTS.read_text()).get("configs", {})
     for name in args.configs.split(","):
         values = CONFIGS[name]
         sampling = SamplingOptions(**values, seed=args.seed)
@@ -77,6 +80,7 @@ def main() -> None:
             n = len(got)
             results["configs"][f"{name}{' + turn endings' if turn_endings else ''}"] = {
                 "sampling": values, "turn_endings": turn_endings, "replies": n, "seconds": seconds,
+                "measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_features": results["cpu_features"],
                 "degenerate_share": sum(r["degenerate"] for r in got) / n,
                 "other_speaker_share": sum(r["other_speaker"] for r in got) / n,
                 "median_words": sorted(r["words"] for r in got)[n // 2], "rows": got}
