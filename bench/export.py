@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,13 +28,6 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "export.json"
 RUN = "beethoven-quick-shape"
 QUESTION = "Where were you born, and who taught you music?"
-
-
-def cpu_flags() -> str:
-    from engine.loading import cpu_features
-
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return ", ".join(f for f in wanted if f in cpu_features()) or platform.processor() or "unknown"
 
 
 def make_run(data: Path) -> None:
@@ -94,6 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["SIMULACRA_DATA_DIR"] = data = tempfile.mkdtemp(prefix="bench-export-")
 
+    from engine.loading import speed_features
     from training.export import FORMATS, ExportOptions, export_run
 
     make_run(Path(data))
@@ -106,7 +99,7 @@ def main() -> None:
             files[fmt] = export_run(ExportOptions(run=RUN, format=fmt, out=str(out)))
             times.append(time.perf_counter() - started)
         seconds[fmt] = statistics.median(times)
-    results = {"cpu_features": cpu_flags(), "cpus": os.cpu_count(), "repeats": args.repeats,
+    results = {"cpu_features": speed_features(), "cpus": os.cpu_count(), "repeats": args.repeats,
                "export_s": seconds, "gguf_mb": {f: files[f]["gguf"].stat().st_size / 2**20 for f in FORMATS}}
     lines = [f"CPU features: {results['cpu_features']}, {results['cpus']} cores\n",
              "| format | export (load, merge, write) | file |", "|---|---|---|"]

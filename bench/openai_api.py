@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import threading
@@ -26,14 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "openai_api.json"
 CHARACTER = "Ludwig van Beethoven"
-
-
-def cpu_flags() -> str:
-    """The features that decide CPU speed here (bitsandbytes' 4-bit is ~3x faster with AVX-512 BF16)."""
-    from engine.loading import cpu_features
-
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return ", ".join(f for f in wanted if f in cpu_features()) or platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -47,6 +38,7 @@ def main() -> None:
     from gradio_client import Client
 
     from engine import Engine, EngineOptions
+    from engine.loading import speed_features
     from ui.app import server
 
     engine = Engine(EngineOptions(precision=args.precision))
@@ -88,7 +80,7 @@ def main() -> None:
     serving.should_exit = True
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    results = {"model": engine.name, "precision": engine.precision, "cpu_features": cpu_flags(),
+    results = {"model": engine.name, "precision": engine.precision, "cpu_features": speed_features(),
                "repeats": args.repeats, "ttft_s": times, "median_ttft_s": medians,
                "ratio_openai_to_gradio": medians["openai"] / medians["gradio"]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

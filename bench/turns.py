@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ def main() -> None:
 
     from characters.store import CharacterStore
     from engine import Engine, SamplingOptions
-    from engine.loading import cpu_features
+    from engine.loading import speed_features
     from engine.roleplay import turn_messages
     from engine.turn_end import SPEAKER_LINE, end_turn, is_own
     from evaluation.metrics import degenerate
@@ -55,8 +54,7 @@ def main() -> None:
     store = CharacterStore()
     characters = [store.load(name) for name in PRESETS]
     results = {"model": engine.name, "precision": engine.precision,
-               "cpu_features": ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in cpu_features())
-               or platform.processor(), "configs": {}}
+               "cpu_features": speed_features(), "configs": {}}
     if RESULTS.is_file():  # settings measured in earlier runs are kept (each says when it was measured)
         results["configs"] = json.loads(RESULTS.read_text()).get("configs", {})
     for name in args.configs.split(","):

@@ -55,6 +55,13 @@ def cpu_features() -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
+def speed_features() -> str:
+    """The features that decide CPU speed here, for benchmark tables (bitsandbytes' 4-bit is ~3x faster
+    with AVX-512 BF16): e.g. "avx2" or "avx2, avx512f, avx512_bf16"."""
+    features = cpu_features()
+    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in features) or "unknown"
+
+
 def parameter_count(source: str, trust_remote_code: bool = False) -> int:
     """The model's parameters, counted on the meta device from its config (no weights are read)."""
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)

@@ -42,6 +42,7 @@ class RemoteEngine:
         self.client = httpx.Client(base_url=self.url, timeout=timeout_s,
                                    headers={"Authorization": f"Bearer {key}"} if key else {})
         self.max_in_flight = max_in_flight
+        self._served: dict[str, str] = {}
         started = time.perf_counter()
         models = self._models()
         if not models:
@@ -70,7 +71,7 @@ class RemoteEngine:
             raise EngineUnreachable(f"the engine at {self.url} did not list its models: {err}") from None
 
     def _adapter_models(self) -> dict[str, str]:
-        """Adapter name → the model name that serves it."""
+        """Adapter name → the model name that serves it, as the server lists them now (kept in ``_served``)."""
         found = {}
         for model in self._models():
             model_id = model["id"]
@@ -78,6 +79,7 @@ class RemoteEngine:
                 found[model_id] = model_id  # vLLM: --lora-modules name=path
             elif model_id.startswith(self.base + ADAPTER_MARK):
                 found[model_id[len(self.base) + 1:]] = model_id  # this app
+        self._served = found
         return found
 
     def available_adapters(self) -> list[str]:
@@ -86,6 +88,8 @@ class RemoteEngine:
     def _model_for(self, adapter: str | None) -> str:
         if not adapter:
             return self.base
+        if adapter in self._served:  # known: no listing on every turn; the server's own error if it went away
+            return self._served[adapter]
         served = self._adapter_models()
         if adapter not in served:
             raise AdapterError(f"unknown adapter {adapter!r}; the engine at {self.url} serves: "

@@ -18,6 +18,14 @@ def held_back(text: str, stops: Sequence[str]) -> int:
     return 0
 
 
+def close_stream(pieces: Iterable[str]) -> None:
+    """Close a stream that a wrapper stops reading early, so the engine behind it stops decoding now
+    (its generator's ``finally`` runs) rather than when it is garbage-collected."""
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
+
+
 def cut_at_stops(pieces: Iterable[str], stops: Sequence[str], found: dict | None = None) -> Iterator[str]:
     """``pieces`` up to (not including) the first of ``stops``; the stream is then closed, which stops the
     engine. ``found["stop"]`` is set to the stop string that ended it."""
@@ -44,6 +52,4 @@ def cut_at_stops(pieces: Iterable[str], stops: Sequence[str], found: dict | None
         if held:
             yield held
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        close_stream(pieces)

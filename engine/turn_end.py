@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from engine.stop_strings import held_back
+from engine.stop_strings import close_stream, held_back
 
 MARKERS = ("<START>", "<|im_start|>", "<|im_end|>")
 NAME = r"[A-Z][\w.'’\- ]{0,38}?"
@@ -90,6 +90,4 @@ def end_turn(pieces: Iterable[str], speaker: str, max_new_tokens: int, stats: di
         if rest:
             yield rest
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        close_stream(pieces)

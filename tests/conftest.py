@@ -71,6 +71,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_app(port: int, args: list[str], log_path: Path, python: str = sys.executable, env: dict | None = None,
+              new_session: bool = False, timeout: float = 180):
+    """`python app.py --port PORT ARGS` in its own process (its output appended to ``log_path``), and a
+    ``gradio_client.Client`` once it answers; the test fails with the log's tail when it does not start."""
+    import subprocess
+    import time
+
+    from gradio_client import Client
+
+    with log_path.open("a") as log:
+        process = subprocess.Popen([str(python), "app.py", "--port", str(port), *args], cwd=ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=new_session,
+                                   env=env if env is not None else {**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            return process, Client(f"http://127.0.0.1:{port}/", verbose=False)
+        except Exception:
+            time.sleep(1)
+    process.kill()
+    pytest.fail("the app did not start:\n" + log_path.read_text()[-3000:])
+
+
 BEETHOVEN = [
     {"role": "system", "content": "You are Ludwig van Beethoven, a composer born in Bonn in 1770."},
     {"role": "user", "content": "Where were you born?"},

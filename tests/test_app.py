@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import pytest
-from gradio_client import Client
 
-from conftest import ROOT, free_port
+from conftest import free_port, start_app
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`python app.py` in its own process, as `make run` starts it."""
-    port = free_port()
     data = tmp_path_factory.mktemp("user_data")
-    log = open(data / "app.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--data-dir", str(data)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    client = None
-    while time.time() < deadline and process.poll() is None:
-        try:
-            client = Client(url, verbose=False)
-            break
-        except Exception:
-            time.sleep(1)
-    if client is None:
-        process.kill()
-        pytest.fail("the app did not start:\n" + (data / "app.log").read_text()[-3000:])
+    process, client = start_app(free_port(), ["--data-dir", str(data)], data / "app.log")
     yield client
     process.terminate()
     process.wait(timeout=30)
-    log.close()
 
 
 def test_app_lists_its_endpoints(served):

@@ -20,6 +20,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import ROOT, free_port
+from conftest import start_app as start_app_process
 from conftest import form
 from ui.chat_tab import NO_ADAPTER, NOBODY
 
@@ -232,18 +233,8 @@ def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_d
 # ---- 3 · crashes -------------------------------------------------------------------------------
 
 def start_app(data: Path, port: int) -> tuple[subprocess.Popen, Client]:
-    log = open(data.parent / f"app-{port}.log", "a")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(data)], cwd=ROOT,
-                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                               start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        try:
-            return process, Client(f"http://127.0.0.1:{port}/", verbose=False)
-        except Exception:
-            time.sleep(1)
-    process.kill()
-    pytest.fail("the app did not start:\n" + (data.parent / f"app-{port}.log").read_text()[-3000:])
+    """The app in a process group of its own (so the whole group can be killed), logging beside ``data``."""
+    return start_app_process(port, ["--data-dir", str(data)], data.parent / f"app-{port}.log", new_session=True)
 
 
 def wait_for(condition, timeout: float, what: str):

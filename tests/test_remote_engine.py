@@ -4,17 +4,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
 import pytest
 from gradio_client import Client
 
 from characters.scenes import find_scene
 from characters.store import CharacterStore
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, start_app
 from engine import EngineOptions, SamplingOptions, make_engine
 from engine.generators import LocalGenerator
 from engine.remote import EngineUnreachable, RemoteEngine
@@ -33,24 +31,12 @@ def remote(app_url):
 @pytest.fixture(scope="module")
 def second_app(app_url, tmp_path_factory):
     """`python app.py --engine-url <first app>/v1`, as a front machine in front of a serving engine."""
-    port, data = free_port(), tmp_path_factory.mktemp("front_data")
-    log = open(data / "app.log", "w")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(data),
-                                "--engine-url", app_url[0] + "v1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline, client = time.time() + 120, None
-    while client is None and time.time() < deadline and process.poll() is None:
-        try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        except Exception:
-            time.sleep(1)
-    if client is None:
-        process.kill()
-        pytest.fail("the front app did not start:\n" + (data / "app.log").read_text()[-3000:])
+    data = tmp_path_factory.mktemp("front_data")
+    process, client = start_app(free_port(), ["--data-dir", str(data), "--engine-url", app_url[0] + "v1"],
+                                data / "app.log", timeout=120)
     yield client
     process.terminate()
     process.wait(timeout=30)
-    log.close()
 
 
 def test_the_front_app_chats_as_the_serving_app_does(app_url, second_app, adapter_dir):

@@ -13,13 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, start_app
 from engine.model_source import HUB_ID
 
 CACHE = Path(os.environ.get("SIMULACRA_TEST_CACHE", Path.home() / ".cache" / "simulacra"))
@@ -65,20 +63,10 @@ def space_python() -> Path:
 def test_a_space_build_starts_offline_from_the_hub_cache_and_chats(space_python, engine, tmp_path):
     hf_home = tmp_path / "hf_home"
     hub_cache(hf_home, Path(engine.source))  # the embedded model, converted: the same weights as the Hub's
-    port = free_port()
     log_path = tmp_path / "space.log"
-    with log_path.open("w") as log:
-        app = subprocess.Popen([str(space_python), "app.py", "--port", str(port), "--data-dir",
-                                str(tmp_path / "data")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               env=space_env(tmp_path, hf_home))
+    app, client = start_app(free_port(), ["--data-dir", str(tmp_path / "data")], log_path, python=space_python,
+                            env=space_env(tmp_path, hf_home))
     try:
-        client, deadline = None, time.time() + 180
-        while client is None and time.time() < deadline and app.poll() is None:
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            except Exception:
-                time.sleep(1)
-        assert client is not None, log_path.read_text()[-3000:]
         reply = client.predict("Where were you born?", [], "Beethoven", "", "", "", "Anna", 0.0, 24, 1,
                                api_name="/chat")
         assert isinstance(reply, str) and reply.strip()

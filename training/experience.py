@@ -5,7 +5,7 @@ interviews are built as; on disk it is a line of ``experiences.jsonl`` in Charac
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from characters.scenes import Scene
 from characters.schema import Character

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType, LlamaFileType
 
 from characters.cards import card_json, to_v3
 from characters.meta_prompt import meta_prompt
@@ -26,12 +27,15 @@ from characters.scenes import INTERVIEW
 from characters.store import CharacterStore
 from engine.model_source import resolve_model
 from engine.options import SamplingOptions
-from plumbing.files import atomic_write_text, slugify
+from plumbing.files import atomic_write_bytes, atomic_write_text, slugify
 from training.runs import adapter_of, read_options, run_folder, zip_adapter
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("gguf-f16", "gguf-q8_0", "gguf-q4_0")
+# format: (the weights' GGML type, the file type GGUF records)
+FORMATS = {"gguf-f16": (GGMLQuantizationType.F16, LlamaFileType.MOSTLY_F16),
+           "gguf-q8_0": (GGMLQuantizationType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
+           "gguf-q4_0": (GGMLQuantizationType.Q4_0, LlamaFileType.MOSTLY_Q4_0)}
 # llama.cpp names the pre-tokenizer of each model family (its converter recognises it by a hash of the
 # tokenizer's output); these are the families this app ships or suggests.
 PRE_TOKENIZERS = {"smollm2": "smollm"}
@@ -41,7 +45,7 @@ PRE_TOKENIZERS = {"smollm2": "smollm"}
 class ExportOptions:
     run: str = field(default="", metadata={"help": "The training run to export (its id in the runs folder)."})
     format: str = field(default="gguf-q8_0", metadata={"help": "gguf-f16, gguf-q8_0 or gguf-q4_0.",
-                                                        "choices": FORMATS})
+                                                        "choices": tuple(FORMATS)})
     out: str = field(default="", metadata={"help": "Folder to write to (default: the run's export/ folder)."})
 
     def __post_init__(self):
@@ -67,9 +71,14 @@ def base_model_of(adapter: Path, model_option: str | None) -> str:
     from peft import PeftConfig
 
     named = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path or ""
-    if named and (Path(named).is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", named)):  # here, or a Hub id
+    if named and (Path(named).is_dir() or is_hub_id(named)):
         return named
     return resolve_model(model_option)
+
+
+def is_hub_id(name: str) -> bool:
+    """``org/model``, as the Hub names a repository (a local path has more parts, or none)."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
 
 
 def llama_permute(weights: np.ndarray, heads: int) -> np.ndarray:
@@ -78,7 +87,7 @@ def llama_permute(weights: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def tokenizer_metadata(writer, source: str, name: str) -> None:
+def tokenizer_metadata(writer, source: str) -> None:
     """Tokens, merges, special tokens and chat template of the base model's tokenizer."""
     import gguf
     from huggingface_hub import snapshot_download
@@ -100,7 +109,7 @@ def tokenizer_metadata(writer, source: str, name: str) -> None:
     writer.add_add_space_prefix(bool(settings.get("add_prefix_space", False)))
     writer.add_add_bos_token(bool(settings.get("add_bos_token", False)))
     writer.add_tokenizer_model("gpt2")
-    family = next((pre for key, pre in PRE_TOKENIZERS.items() if key in name.lower()), "default")
+    family = next((pre for key, pre in PRE_TOKENIZERS.items() if key in Path(source).name.lower()), "default")
     writer.add_tokenizer_pre(family)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
@@ -115,60 +124,62 @@ def write_gguf(model, source: str, path: Path, fmt: str, title: str) -> Path:
     """``model`` (a llama-family ``*ForCausalLM`` in fp32) as one GGUF file at ``path``."""
     import gguf
 
-    qtype = {"gguf-f16": gguf.GGMLQuantizationType.F16, "gguf-q8_0": gguf.GGMLQuantizationType.Q8_0,
-             "gguf-q4_0": gguf.GGMLQuantizationType.Q4_0}[fmt]
+    qtype, file_type = FORMATS[fmt]
     config = model.config
     if config.model_type != "llama":
         raise ValueError(f"GGUF export knows llama-family models; this base is {config.model_type!r}")
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
-    writer = gguf.GGUFWriter(str(tmp), "llama")
-    writer.add_name(title)
-    writer.add_finetune("simulacra-character")
-    writer.add_base_model_count(1)
-    writer.add_base_model_name(0, Path(source).name)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
-        writer.add_base_model_repo_url(0, f"https://huggingface.co/{source}")
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_rope_dimension_count(config.hidden_size // heads)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None)
-                                    or (config.rope_parameters or {}).get("rope_theta", 10000.0)))
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type({"gguf-f16": gguf.LlamaFileType.MOSTLY_F16, "gguf-q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-                          "gguf-q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[fmt])
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokenizer_metadata(writer, source, Path(source).name)
-    state = model.state_dict()
-    tied = getattr(config, "tie_word_embeddings", False)
-    for hf_name, tensor in state.items():
-        if tied and hf_name == "lm_head.weight":
-            continue  # llama.cpp reuses token_embd when there is no output tensor
-        data = tensor.detach().float().numpy()
-        if hf_name.endswith("q_proj.weight"):
-            data = llama_permute(data, heads)
-        elif hf_name.endswith("k_proj.weight"):
-            data = llama_permute(data, kv_heads)
-        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if name is None:
-            raise ValueError(f"no GGUF name for tensor {hf_name}")
-        if data.ndim == 1:
-            writer.add_tensor(name, data.astype(np.float32))  # norms stay fp32, as llama.cpp keeps them
-            continue
-        if qtype == gguf.GGMLQuantizationType.F16:
-            writer.add_tensor(name, data.astype(np.float16))
-        else:
-            writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    try:
+        writer = gguf.GGUFWriter(str(tmp), "llama")
+        writer.add_name(title)
+        writer.add_finetune("simulacra-character")
+        writer.add_base_model_count(1)
+        writer.add_base_model_name(0, Path(source).name)
+        if is_hub_id(source):
+            writer.add_base_model_repo_url(0, f"https://huggingface.co/{source}")
+        writer.add_context_length(config.max_position_embeddings)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_block_count(config.num_hidden_layers)
+        writer.add_feed_forward_length(config.intermediate_size)
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(kv_heads)
+        writer.add_rope_dimension_count(config.hidden_size // heads)
+        writer.add_rope_freq_base(float(getattr(config, "rope_theta", None)
+                                        or (config.rope_parameters or {}).get("rope_theta", 10000.0)))
+        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+        writer.add_vocab_size(config.vocab_size)
+        writer.add_file_type(file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        tokenizer_metadata(writer, source)
+        state = model.state_dict()
+        tied = getattr(config, "tie_word_embeddings", False)
+        for hf_name, tensor in state.items():
+            if tied and hf_name == "lm_head.weight":
+                continue  # llama.cpp reuses token_embd when there is no output tensor
+            data = tensor.detach().float().numpy()
+            if hf_name.endswith("q_proj.weight"):
+                data = llama_permute(data, heads)
+            elif hf_name.endswith("k_proj.weight"):
+                data = llama_permute(data, kv_heads)
+            name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                raise ValueError(f"no GGUF name for tensor {hf_name}")
+            if data.ndim == 1:
+                writer.add_tensor(name, data.astype(np.float32))  # norms stay fp32, as llama.cpp keeps them
+                continue
+            if qtype == GGMLQuantizationType.F16:
+                writer.add_tensor(name, data.astype(np.float16))
+            else:
+                writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file is left behind
+        raise
     tmp.replace(path)
     return path
 
@@ -214,7 +225,7 @@ def export_run(options: ExportOptions) -> dict[str, Path]:
              "adapter_zip": out / f"{stem}-adapter.zip"}
     system = meta_prompt(character, INTERVIEW, examples=False, persona_text=False)  # as the adapter was trained
     atomic_write_text(files["modelfile"], modelfile(gguf_path.name, system, SamplingOptions()))
-    files["card"].write_bytes(card_json(card))
+    atomic_write_bytes(files["card"], card_json(card))
     archive = zip_adapter(options.run)
     shutil.move(str(archive), files["adapter_zip"])
     shutil.rmtree(archive.parent, ignore_errors=True)

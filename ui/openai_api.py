@@ -35,14 +35,15 @@ from characters.store import CharacterNotFound, CharacterStore
 from characters.schema import Character
 from engine import AdapterError, Engine, PromptTooLong, SamplingOptions
 from engine.messages import MAX_HISTORY_MESSAGES, conversation, text_of
+from engine.remote import ADAPTER_MARK  # "<character or base model>@<adapter>", as a remote engine reads it
 from engine.roleplay import client_turn
 from engine.stop_strings import cut_at_stops
 from training.runs import read_options
+from ui.errors import message_of
 
 API_KEY_ENV = "SIMULACRA_API_KEY"
 MAX_BODY_BYTES = 2_000_000  # 400 messages of 8,000 characters fit, with room for JSON
 MAX_STOPS = 4  # as OpenAI
-ADAPTER_MARK = "@"  # "<character or base model>@<adapter>"
 
 
 class APIError(Exception):
@@ -167,7 +168,7 @@ class OpenAIAPI:
         try:
             return Target(self.characters.find(name), adapter)
         except (CharacterNotFound, ValueError) as err:
-            raise APIError(404, f"The model {model!r} does not exist: {str(err).strip(chr(39) + chr(34))}. "
+            raise APIError(404, f"The model {model!r} does not exist: {message_of(err)}. "
                                 "GET /v1/models lists the models.", param="model", code="model_not_found") from None
 
     # ---- chat completions -----------------------------------------------------------------------
@@ -176,8 +177,9 @@ class OpenAIAPI:
         """The reply's text pieces, with every check done before the first piece (so errors come as
         an HTTP status, not in the middle of a stream)."""
         target = self.target(request.model)
-        system = [m for m in request.messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
-        rest = [m for m in request.messages if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))]
+        system, rest = [], []
+        for m in request.messages:
+            (system if isinstance(m, dict) and m.get("role") in ("system", "developer") else rest).append(m)
         if not rest or not isinstance(rest[-1], dict) or rest[-1].get("role") != "user":
             raise APIError(400, "the last message must be from the user", param="messages")
         try:
@@ -195,7 +197,7 @@ class OpenAIAPI:
         except AdapterError as err:
             raise APIError(404, str(err), param="model", code="model_not_found") from None
         except (ValueError, KeyError) as err:
-            raise APIError(400, str(err).strip("'\"")) from None
+            raise APIError(400, message_of(err)) from None
         return cut_at_stops(stream, request.stop, stats)
 
     def finish_reason(self, request: CompletionRequest, stats: dict) -> str:
