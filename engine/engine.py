@@ -3,13 +3,15 @@
 ``Engine.stream`` renders chat messages with the model's own chat template and yields
 text pieces as they are decoded. The decode loop is our own (a forward per token over a
 KV cache) rather than ``model.generate``, for three reasons: it stops within one token
-when asked, it reuses the KV cache of earlier turns (see ``prefix_cache``), and it lets
-several sessions interleave token by token on one shared model, each with its own LoRA
-adapter, under a lock held for a single forward pass.
+when asked, it reuses the KV cache of earlier turns (see ``prefix_cache``), and it runs
+every active request, each with its own LoRA adapter, in one batched forward pass per
+token (continuous batching, see ``batching``). Chat, the API, interviews, experience
+generation and scenes all go through that one scheduler.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -26,6 +28,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, copy_cache, wait
 from engine.bnb_cpu import unpack_cpu_4bit
 from engine.loading import auto_precision, load_model, load_tokenizer
 from engine.model_source import resolve_model
@@ -37,7 +40,6 @@ from plumbing.files import UnsafePathError, inside
 log = logging.getLogger(__name__)
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
-PREFILL_CHUNK = 256  # prompt tokens per forward pass
 SHARED_PREFIX_MIN = 16  # a shorter shared prefix is not worth a separate pass
 
 
@@ -74,6 +76,7 @@ class Engine:
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
         self._adapters: dict[str, Path] = {}
         self._active_adapter: str | None = None
+        self.scheduler = Scheduler(self, self.options.max_batch_rows)
         log.info("Loaded %s in %s (%s) on %s in %.1fs", self.source, precision, self.precision_reason, self.device,
                  self.load_seconds)
 
@@ -203,15 +206,25 @@ class Engine:
             with self._lock:
                 self._ensure_loaded(name)
 
-    def _forward(self, input_ids: torch.Tensor, cache, adapter: str | None, **extra):
-        """One forward pass with ``adapter`` active; the lock makes the adapter choice per request.
+    def _forward(self, input_ids: torch.Tensor, cache, adapter: str | None | list[str | None], **extra):
+        """One forward pass with ``adapter`` active, or one adapter a row (a list; ``None`` is the base model).
+        The lock keeps the adapter choice to this pass.
 
         Returns the last position's logits ``[batch, vocab]`` and the cache."""
         input_ids = input_ids.to(self.device)
         extra = {k: v.to(self.device) for k, v in extra.items()}
+        if isinstance(adapter, list):
+            if len(set(adapter)) == 1:
+                adapter = adapter[0]
+            else:  # PEFT's mixed-adapter batch: each row through its own adapter, "__base__" for none
+                extra["adapter_names"] = [name or "__base__" for name in adapter]
+                adapter = next(name for name in adapter if name)
         with self._lock, torch.inference_mode():
             if adapter:
                 self._ensure_loaded(adapter)
+                for name in extra.get("adapter_names", ()):
+                    if name != "__base__":
+                        self._ensure_loaded(name)
                 if self._active_adapter != adapter:
                     self.model.set_adapter(adapter)
                     self._active_adapter = adapter
@@ -281,35 +294,33 @@ class Engine:
 
         return pick
 
+    def _request(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
+                 stop: threading.Event | None, keep: bool = True, start=None) -> Request:
+        """A request for the scheduler, starting from the prefix cache's best match (or ``start``: a cache
+        and the number of prompt tokens it holds)."""
+        cache, reused = start if start is not None else self.prefix_cache.take(adapter, prompt)
+        cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
+        return Request(prompt, self._sampler(sampling), adapter, sampling.max_new_tokens, stop, cache,
+                       list(prompt[:reused]), keep)
+
     def _decode(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
                 stop: threading.Event | None, stats: dict) -> Iterator[str]:
         started = time.perf_counter()
-        pick = self._sampler(sampling)
-
-        cache, reused = self.prefix_cache.take(adapter, prompt)
-        cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
-        fed = list(prompt[:reused])  # exactly what the cache holds
-        pending = prompt[reused:]
-        context = torch.tensor([prompt], dtype=torch.long)
+        request = self._request(prompt, sampling, adapter, stop)
+        stats.update(prompt_tokens=len(prompt), reused_tokens=len(request.fed), new_tokens=0, first_token_s=None,
+                     decode_s=0.0)
+        self.scheduler.submit(request)
         generated: list[int] = []
         emitted = ""
-        stats.update(prompt_tokens=len(prompt), reused_tokens=reused, new_tokens=0, first_token_s=None, decode_s=0.0)
         try:
-            for _ in range(sampling.max_new_tokens):
-                if stop is not None and stop.is_set():
-                    break
-                logits, cache = self._read(pending, cache, adapter)
-                fed.extend(pending)
-                token = int(pick(context, logits)[0])
-                if token in self.eos_ids:
+            while (token := wait(request)) is not END:
+                if stop is not None and stop.is_set():  # the scheduler may be a few tokens ahead of us
                     break
                 generated.append(token)
                 now = time.perf_counter() - started
                 if stats["first_token_s"] is None:
                     stats["first_token_s"] = now
                 stats["new_tokens"], stats["decode_s"] = len(generated), now - stats["first_token_s"]
-                context = torch.cat([context, torch.tensor([[token]])], dim=1)
-                pending = [token]
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
                 if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
                     continue
@@ -318,7 +329,7 @@ class Engine:
                     yield piece
         finally:
             # Also runs when the consumer stops iterating (Gradio's Stop closes the generator).
-            self.prefix_cache.put(adapter, fed, cache)
+            request.cancelled = True
 
     def generate(self, messages: list[Message], sampling: SamplingOptions | None = None,
                  adapter: str | None = None, stop: threading.Event | None = None, stats: dict | None = None) -> str:
@@ -327,59 +338,45 @@ class Engine:
     def generate_batch(self, conversations: list[list[Message]], sampling: SamplingOptions | None = None,
                        adapter: str | None = None, stop: threading.Event | None = None,
                        stats: dict | None = None) -> list[str]:
-        """Replies to several conversations at once: one forward pass per token for the whole batch.
-        A conversation ending with an assistant message is continued (the reply excludes that start).
+        """Replies to several conversations at once, through the scheduler like every other request, so they
+        share each decode step with one another and with any chat running meanwhile. A conversation ending
+        with an assistant message is continued (the reply excludes that start).
 
-        The prefix all prompts share (a system prompt, an instruction) is read once and its KV cache
-        copied to every row; the rest of each prompt is padded on the left of that row's own part,
-        with padding masked out and positions counting only real tokens. Several rows share the
-        per-token overhead, which dominates on a small model."""
+        The prefix all prompts share (a system prompt, an instruction) is read once and its KV cache copied to
+        every request. With a seed, conversation ``i`` samples with ``seed + i``: the first reply is the one
+        ``generate`` gives, and equal prompts still get different replies."""
         if not conversations:
             return []
         sampling = sampling or SamplingOptions()
         adapter = adapter or None
         self.check_adapter(adapter)
         started = time.perf_counter()
-        # A conversation that ends with an assistant message is continued from it (a prefilled answer).
         prompts = [self.fit(messages, sampling.max_new_tokens, continue_last=messages[-1]["role"] == "assistant")
                    for messages in conversations]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        shared = min(common_prefix_of(prompts), min(map(len, prompts)) - 1)  # every row keeps a token to read
-        cache = DynamicCache(config=self.base_model.config)
+        shared = min(common_prefix_of(prompts), min(map(len, prompts)) - 1)  # every request keeps a token to read
+        prefix = None
         if shared >= SHARED_PREFIX_MIN:
-            _, cache = self._read(prompts[0][:shared], cache, adapter)
-            cache.batch_repeat_interleave(len(prompts))
+            _, prefix = self._read(prompts[0][:shared], DynamicCache(config=self.base_model.config), adapter)
         else:
             shared = 0
-        rests = [p[shared:] for p in prompts]
-        width = max(map(len, rests))
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests])
-        mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        pick = self._sampler(sampling)
-        # The sampler's repetition penalty looks at the whole prompt, the shared part included.
-        context = torch.cat([torch.tensor([prompts[0][:shared]] * len(prompts), dtype=torch.long), input_ids], dim=1)
-        generated: list[list[int]] = [[] for _ in prompts]
-        eos = torch.tensor(sorted(self.eos_ids))
-        logits, cache = self._forward(input_ids, cache, adapter, attention_mask=mask, position_ids=positions)
-        rows = list(range(len(prompts)))  # the conversation of each row still in the batch
-        for _ in range(sampling.max_new_tokens):
-            tokens = pick(context, logits)
-            done = torch.isin(tokens, eos)
-            for row, token, finished in zip(rows, tokens.tolist(), done.tolist()):
-                if not finished:
-                    generated[row].append(token)
-            if bool(done.all()) or (stop is not None and stop.is_set()):
-                break
-            if bool(done.any()):  # finished rows leave the batch, so the next steps cost less
-                keep = (~done).nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                rows = [rows[i] for i in keep.tolist()]
-                tokens, context, mask, positions = tokens[keep], context[keep], mask[keep], positions[keep]
-            context = torch.cat([context, tokens[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
-            positions = positions[:, -1:] + 1
-            logits, cache = self._forward(tokens[:, None], cache, adapter, attention_mask=mask, position_ids=positions)
+        requests = []
+        for i, prompt in enumerate(prompts):
+            row_sampling = sampling if sampling.seed is None else dataclasses.replace(
+                sampling, seed=(sampling.seed + i) % 2**31)
+            start = (copy_cache(prefix, self.base_model.config), shared) if prefix is not None else (None, 0)
+            requests.append(self._request(prompt, row_sampling, adapter, stop, keep=False, start=start))
+        for request in requests:
+            self.scheduler.submit(request)
+        generated = []
+        try:
+            for request in requests:
+                tokens = []
+                while (token := wait(request)) is not END:
+                    tokens.append(token)
+                generated.append(tokens)
+        finally:
+            for request in requests:
+                request.cancelled = True
         if stats is not None:
             stats.update(prompt_tokens=sum(map(len, prompts)), shared_tokens=shared, new_tokens=sum(map(len, generated)),
                          seconds=time.perf_counter() - started)

@@ -28,6 +28,8 @@ class EngineOptions:
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub model. Off by default."})
     max_context_tokens: int = field(default=4096, metadata={"help": "Prompt + reply budget; older turns are dropped past it."})
     prefix_cache_entries: int = field(default=16, metadata={"help": "KV caches of recent conversations kept for reuse."})
+    max_batch_rows: int = field(default=16, metadata={
+        "help": "Most replies decoded together in one forward pass (continuous batching); more wait their turn."})
     engine_url: str = field(default_factory=lambda: os.environ.get("SIMULACRA_ENGINE_URL", ""), metadata={
         "help": "An OpenAI-compatible server (vLLM, TGI, llama.cpp server, another instance of this app) that "
                 "runs the model instead of this process, e.g. http://gpu-box:8000/v1 (default: "
@@ -44,6 +46,8 @@ class EngineOptions:
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if not 256 <= int(self.max_context_tokens) <= 131072:
             raise ValueError("max_context_tokens must be between 256 and 131072")
+        if not 1 <= int(self.max_batch_rows) <= 256:
+            raise ValueError("max_batch_rows must be between 1 and 256")
         if self.engine_url and not self.engine_url.startswith(("http://", "https://")):
             raise ValueError(f"engine_url must be an http:// or https:// URL, not {self.engine_url!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -147,3 +148,60 @@ def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine_4bit, 
         t.join(timeout=120)
     assert results[:4] == expected
     assert results[4] == ""
+
+
+def test_a_crowd_decodes_in_one_batch_and_each_greedy_reply_is_the_one_it_gets_alone(engine, adapter_dir,
+                                                                                      monkeypatch):
+    """Continuous batching: eight chats at once, of different prompt lengths, base and adapter rows mixed, share
+    decode steps; each reply is token for token the one it gets alone (fp32, where `auto` lands on a CPU)."""
+    questions = ["Name three fruits.", "What is virtue?", "Hi!", "Tell me about Vienna in the year 1800, please.",
+                 "Who was your teacher?", "What is music?", "Why is the sky blue?", "Write a haiku about the sea."]
+    jobs = [([{"role": "system", "content": f"You are speaker number {i}." + " Be kind." * i},
+              {"role": "user", "content": q}], "random-lora" if i % 2 else None) for i, q in enumerate(questions)]
+    alone = [fresh(engine, messages, adapter) for messages, adapter in jobs]
+    engine.prefix_cache.clear()
+    monkeypatch.setattr(engine.prefix_cache, "capacity", 0)  # every job reads its own prompt, as alone
+    steps, row_steps = engine.scheduler.steps, engine.scheduler.row_steps
+    results: list = [None] * len(jobs)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(
+        jobs[i][0], GREEDY, adapter=jobs[i][1]))) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == alone
+    rows_a_step = (engine.scheduler.row_steps - row_steps) / (engine.scheduler.steps - steps)
+    assert rows_a_step > 3, rows_a_step  # alone it would be 1
+
+
+def test_a_reader_that_goes_away_frees_its_row(engine):
+    pieces = engine.stream(BEETHOVEN, SamplingOptions(temperature=0, max_new_tokens=200))
+    next(pieces), next(pieces)
+    pieces.close()  # as Gradio does when a visitor presses Stop or closes the tab
+    deadline = time.monotonic() + 10
+    while engine.scheduler.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.scheduler.active == 0
+
+
+def test_a_failed_forward_pass_reaches_its_reader_and_the_engine_goes_on(engine, monkeypatch):
+    real = engine._forward
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(engine, "_forward", broken)
+    engine.prefix_cache.clear()
+    with pytest.raises(RuntimeError, match="simulated"):
+        engine.generate(BEETHOVEN, GREEDY)
+    monkeypatch.setattr(engine, "_forward", real)
+    assert engine.generate(BEETHOVEN, GREEDY).strip()
+
+
+def test_batch_rows_are_seeded_one_after_another(engine):
+    """With a seed, conversation i of a batch samples with seed + i: the first is `generate`'s reply, and two
+    equal prompts still get two different replies."""
+    sampling = SamplingOptions(temperature=1.0, max_new_tokens=16, seed=11)
+    replies = engine.generate_batch([BEETHOVEN, BEETHOVEN], sampling)
+    assert replies[0] == engine.generate(BEETHOVEN, sampling)
+    assert replies[0] != replies[1]

@@ -15,8 +15,9 @@ from ui import characters_tab, chat_tab, interview_tab, scenes_tab, training_tab
 from ui.errors import shown
 from ui.openai_api import OpenAIAPI, router
 
-# Chat streams interleave token by token on the shared model, so several may run at once;
-# the queue caps how many run and how many wait, so a crowd gets "queue full", not a stall.
+# Replies decode together in one batch (engine.batching); the events that write them share the batch's
+# size as their limit (chat_tab). Other events run CONCURRENT_EVENTS at a time. Past the limits a
+# visitor waits in the queue and sees their place; past QUEUE_SIZE they get "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
 

@@ -339,17 +339,20 @@ class ChatTab:
                          [chat_state, greeting_index, *setup], [*outputs, greeting_index], api_visibility="private")
 
         generation = [adapter, *sampling]
+        # Every event that writes a reply shares one limit, the engine's batch: that many replies decode
+        # together, and a visitor beyond it sees their place in Gradio's queue rather than a frozen page.
+        reply = {"concurrency_id": "reply", "concurrency_limit": self.engine.options.max_batch_rows}
         streams = [
             message.submit(shown(self.send_message), [message, chat_state, *generation],
-                           [chat_state, chatbot, message], api_name="send"),
+                           [chat_state, chatbot, message], api_name="send", **reply),
             send.click(shown(self.send_message), [message, chat_state, *generation], [chat_state, chatbot, message],
-                       api_visibility="private"),
+                       api_visibility="private", **reply),
             regenerate.click(shown(self.regenerate_reply), [chat_state, *generation], [chat_state, chatbot],
-                             api_name="regenerate"),
+                             api_name="regenerate", **reply),
             cont.click(shown(self.continue_reply), [chat_state, *generation], [chat_state, chatbot],
-                       api_name="continue"),
+                       api_name="continue", **reply),
             play.click(shown(self.play_turns), [chat_state, turns, *generation], [chat_state, chatbot],
-                       api_name="play_turns"),
+                       api_name="play_turns", **reply),
         ]
         stop.click(None, cancels=streams, api_visibility="private")
         undo.click(shown(self.undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
@@ -358,7 +361,7 @@ class ChatTab:
         saved.input(shown(self.reopen), [chat_state, saved], outputs, api_visibility="private")
         export.click(shown(self.export_chat), chat_state, download, api_name="export_chat")
         upload.upload(shown(self.import_chat), upload, outputs, api_name="import_chat")
-        gr.api(shown(self.chat), api_name="chat", concurrency_limit=None)
+        gr.api(shown(self.chat), api_name="chat", **reply)
         gr.api(shown(self.scenes), api_name="scenes")
         gr.api(shown(self.adapter_names), api_name="adapters")
         return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,

@@ -1,0 +1,269 @@
+"""Continuous batching: the decode steps of every active request run as one forward pass.
+
+This is how vLLM and TGI serve many users, on our own small decode loop. A request first has
+its prompt read, in chunks of ``PREFILL_CHUNK`` tokens with one decode step of the running batch
+between two chunks, so a new visitor's long prompt does not stall the others. It then joins the
+batch, and leaves it when its turn ends (end of sequence, its token limit, its stop event, or
+its reader going away). Each request keeps its own KV cache rows, sampler, seed and LoRA adapter:
+base-model rows and rows of several adapters share a pass through PEFT's mixed-adapter batches.
+
+The batch's KV cache is one tensor per layer, ``[rows, heads, T, dim]``. Rows shorter than ``T``
+are padded on the left, masked out, with positions that count only their real tokens. A row that
+leaves takes its own part of the cache to the prefix cache, where a follow-up turn finds it.
+
+One thread, the scheduler, runs every step. Readers get token ids through a queue, so a slow
+reader (a browser far away) never holds the batch up.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 256  # prompt tokens per forward pass
+END = None  # put on a request's queue when it has no more tokens
+
+
+@dataclass(eq=False)
+class Request:
+    """One reply being generated. ``out`` receives token ids, then ``END`` or the exception that ended it."""
+
+    prompt: list[int]
+    pick: Callable  # (context [1, L], logits [1, V]) -> tokens [1]
+    adapter: str | None
+    max_new_tokens: int
+    stop: threading.Event | None
+    cache: DynamicCache  # its own cache while its prompt is read; then its rows live in the batch
+    fed: list[int]  # exactly what its cache holds
+    keep: bool = True  # give its cache to the prefix cache when it ends
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False  # its reader went away
+    generated: int = 0
+    next_token: int | None = None  # sampled, not yet fed
+    error: BaseException | None = None  # what ended it, if not its own end
+
+    def __post_init__(self):
+        self.pending = self.prompt[len(self.fed):]
+        self.context = torch.tensor([self.prompt], dtype=torch.long)  # for the repetition penalty
+
+    @property
+    def ended(self) -> bool:
+        return self.cancelled or (self.stop is not None and self.stop.is_set())
+
+
+def _padded(tensor: torch.Tensor, pad: int) -> torch.Tensor:
+    """``tensor`` ([rows, heads, T, dim]) with ``pad`` zero positions added on the left."""
+    if pad == 0:
+        return tensor
+    zeros = tensor.new_zeros(*tensor.shape[:2], pad, tensor.shape[3])
+    return torch.cat([zeros, tensor], dim=2)
+
+
+class Scheduler:
+    """Runs the requests given to ``submit`` in batches on ``engine``'s model (see the module's text)."""
+
+    def __init__(self, engine, max_rows: int):
+        self.engine = engine
+        self.config = engine.base_model.config
+        # A sliding-window layer keeps only its last tokens, so rows of different lengths cannot be
+        # aligned in one tensor: such models decode one request at a time.
+        sliding = any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=self.config).layers)
+        self.max_rows = 1 if sliding else max_rows
+        self._incoming: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._reading: deque[Request] = deque()  # prompts being read, first come first served
+        self._ready: deque[Request] = deque()  # read, waiting for a free row
+        self._rows: list[Request] = []  # the batch, one request per row
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [rows, T]: 1 for real tokens, 0 for padding
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.steps = 0  # decode steps run, and rows in them: their ratio is the mean batch size
+        self.row_steps = 0
+
+    def submit(self, request: Request) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="decode-scheduler", daemon=True)
+                self._thread.start()
+        self._incoming.put(request)
+
+    @property
+    def active(self) -> int:
+        """Requests being read, waiting or decoding."""
+        return len(self._reading) + len(self._ready) + len(self._rows)
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not (self._reading or self._ready or self._rows):
+                self._reading.append(self._incoming.get())  # idle: sleep until a request comes
+            while True:
+                try:
+                    self._reading.append(self._incoming.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._read_chunk()
+                self._admit()
+                if self._rows:
+                    self._decode_step()
+            except Exception as err:  # noqa: BLE001 - a bug here must not leave readers waiting forever
+                log.exception("the decode scheduler failed; the requests in it end with the error")
+                for request in [*self._reading, *self._ready, *self._rows]:
+                    request.error = err
+                    self._finish(request)
+                self._reading.clear(), self._ready.clear()
+                self._rows, self._cache, self._mask = [], None, None
+
+    def _read_chunk(self) -> None:
+        """Read the next chunk of the first prompt in line; a prompt fully read gives its first token."""
+        while self._reading and self._reading[0].ended:
+            self._finish(self._reading.popleft())
+        if not self._reading:
+            return
+        request = self._reading[0]
+        chunk = request.pending[:PREFILL_CHUNK]
+        try:
+            logits, request.cache = self.engine._forward(torch.tensor([chunk]), request.cache, request.adapter)
+        except Exception as err:  # noqa: BLE001 - the request gets the error, the others go on
+            request.error = err
+            self._finish(self._reading.popleft())
+            return
+        request.fed.extend(chunk)
+        request.pending = request.pending[len(chunk):]
+        if not request.pending:
+            self._reading.popleft()
+            if self._take_token(request, logits):
+                self._ready.append(request)
+            else:
+                self._finish(request)
+
+    def _take_token(self, request: Request, logits: torch.Tensor) -> bool:
+        """Sample ``request``'s next token from ``logits`` [1, V] and send it; False when the request ends
+        here (the caller then finishes it)."""
+        if request.ended:
+            return False
+        try:
+            token = int(request.pick(request.context, logits)[0])
+        except Exception as err:  # noqa: BLE001 - a sampler error ends only its request
+            request.error = err
+            return False
+        if token in self.engine.eos_ids:
+            return False
+        request.out.put(token)
+        request.generated += 1
+        request.context = torch.cat([request.context, torch.tensor([[token]])], dim=1)
+        request.next_token = token
+        return request.generated < request.max_new_tokens  # the last token is not fed: the cache holds ``fed``
+
+    def _finish(self, request: Request) -> None:
+        """End ``request``: its cache (its own, holding ``fed``) goes to the prefix cache, then ``END`` or its error."""
+        if request.keep and request.error is None and request.cache is not None:
+            self.engine.prefix_cache.put(request.adapter, request.fed, request.cache)
+        request.cache = None
+        request.out.put(END if request.error is None else request.error)
+
+    # ---- the batch -----------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        """Move read requests into free rows: their caches join the batch's, padded on the left."""
+        while self._ready and len(self._rows) < self.max_rows:
+            request = self._ready.popleft()
+            if request.ended:
+                self._finish(request)
+                continue
+            new = request.cache
+            length = len(request.fed)
+            if not self._rows:
+                self._cache = new
+                self._mask = torch.ones(1, length, dtype=torch.long)
+            else:
+                width = self._mask.shape[1]
+                grow, pad = max(0, length - width), max(0, width - length)
+                for old_layer, new_layer in zip(self._cache.layers, new.layers):
+                    for name in ("keys", "values"):
+                        setattr(old_layer, name, torch.cat([_padded(getattr(old_layer, name), grow),
+                                                            _padded(getattr(new_layer, name), pad)]))
+                mask = torch.nn.functional.pad(self._mask, (grow, 0))
+                row = torch.cat([torch.zeros(1, pad, dtype=torch.long), torch.ones(1, length, dtype=torch.long)], 1)
+                self._mask = torch.cat([mask, row])
+            request.cache = None  # its rows are in the batch now
+            self._rows.append(request)
+
+    def _decode_step(self) -> None:
+        rows = self._rows
+        tokens = torch.tensor([[r.next_token] for r in rows])
+        mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+        extra = {}
+        if not bool(self._mask.all()):  # padding: mask it, and count positions over real tokens only
+            extra = {"attention_mask": mask, "position_ids": torch.tensor([[len(r.fed)] for r in rows])}
+        adapters = [r.adapter for r in rows]
+        try:
+            logits, self._cache = self.engine._forward(tokens, self._cache, adapters, **extra)
+        except Exception as err:  # noqa: BLE001 - every row of the failed pass gets the error
+            log.exception("a batched decode step failed")
+            for request in rows:
+                request.error = err
+                self._finish(request)
+            self._rows, self._cache, self._mask = [], None, None
+            return
+        self._mask = mask
+        self.steps += 1
+        self.row_steps += len(rows)
+        going = []
+        for i, request in enumerate(rows):
+            request.fed.append(request.next_token)
+            if self._take_token(request, logits[i:i + 1]):
+                going.append(i)
+                continue
+            if request.keep and self.engine.prefix_cache.capacity > 0:
+                request.cache = self._row_cache(i)  # its part of the batch's cache, before the row goes
+            self._finish(request)
+        if len(going) < len(rows):
+            self._keep_rows(going)
+
+    def _row_cache(self, row: int) -> DynamicCache:
+        """Row ``row`` of the batch's cache, without its padding, as a cache of its own."""
+        start = int((self._mask[row] == 0).sum())  # padding is all on the left
+        return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, start:].clone(),
+                                             layer.values[row:row + 1, :, start:].clone())
+                                            for layer in self._cache.layers], config=self.config)
+
+    def _keep_rows(self, going: list[int]) -> None:
+        """Drop the rows that ended, then the left columns that are padding in every row left."""
+        self._rows = [self._rows[i] for i in going]
+        if not going:
+            self._cache, self._mask = None, None
+            return
+        keep = torch.tensor(going)
+        self._cache.batch_select_indices(keep)
+        self._mask = self._mask[keep]
+        unused = int(self._mask.argmax(dim=1).min())  # the first real token of the least padded row
+        if unused:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+            self._mask = self._mask[:, unused:]
+
+
+def copy_cache(cache: DynamicCache, config) -> DynamicCache:
+    """An independent copy of a one-row cache (a prefix read once, given to several requests)."""
+    return DynamicCache(ddp_cache_data=[(layer.keys.clone(), layer.values.clone()) for layer in cache.layers],
+                        config=config)
+
+
+def wait(request: Request, timeout: float | None = None):
+    """The next item of ``request``'s queue: a token id, ``END``, or raises the error that ended it."""
+    item = request.out.get(timeout=timeout)
+    if isinstance(item, BaseException):
+        raise item
+    return item
