@@ -1,8 +1,9 @@
 """Continuous batching: the decode steps of every active request run as one forward pass.
 
 This is how vLLM and TGI serve many users, on our own small decode loop. A request first has
-its prompt read, in chunks of ``PREFILL_CHUNK`` tokens with one decode step of the running batch
-between two chunks, so a new visitor's long prompt does not stall the others. It then joins the
+its prompt read, at most ``PREFILL_CHUNK`` tokens between two decode steps of the running batch
+(a long prompt a chunk at a time, several short ones at once), so a new visitor's long prompt does
+not stall the others. It then joins the
 batch, and leaves it when its turn ends (end of sequence, its token limit, its stop event, or
 its reader going away). Each request keeps its own KV cache rows, sampler, seed and LoRA adapter:
 base-model rows and rows of several adapters share a pass through PEFT's mixed-adapter batches.
@@ -29,7 +30,7 @@ from transformers import DynamicCache
 
 log = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 256  # prompt tokens per forward pass
+PREFILL_CHUNK = 256  # prompt tokens read between two decode steps (and at most per forward pass)
 END = None  # put on a request's queue when it has no more tokens
 
 
@@ -126,27 +127,30 @@ class Scheduler:
                 self._rows, self._cache, self._mask = [], None, None
 
     def _read_chunk(self) -> None:
-        """Read the next chunk of the first prompt in line; a prompt fully read gives its first token."""
-        while self._reading and self._reading[0].ended:
-            self._finish(self._reading.popleft())
-        if not self._reading:
-            return
-        request = self._reading[0]
-        chunk = request.pending[:PREFILL_CHUNK]
-        try:
-            logits, request.cache = self.engine._forward(torch.tensor([chunk]), request.cache, request.adapter)
-        except Exception as err:  # noqa: BLE001 - the request gets the error, the others go on
-            request.error = err
-            self._finish(self._reading.popleft())
-            return
-        request.fed.extend(chunk)
-        request.pending = request.pending[len(chunk):]
-        if not request.pending:
-            self._reading.popleft()
-            if self._take_token(request, logits):
-                self._ready.append(request)
-            else:
-                self._finish(request)
+        """Read up to ``PREFILL_CHUNK`` prompt tokens, first come first served: a long prompt a chunk at a time,
+        several short ones (follow-up questions) in one go. A prompt fully read gives its first token."""
+        budget = PREFILL_CHUNK
+        while self._reading and budget > 0:
+            request = self._reading[0]
+            if request.ended:
+                self._finish(self._reading.popleft())
+                continue
+            chunk = request.pending[:budget]
+            try:
+                logits, request.cache = self.engine._forward(torch.tensor([chunk]), request.cache, request.adapter)
+            except Exception as err:  # noqa: BLE001 - the request gets the error, the others go on
+                request.error = err
+                self._finish(self._reading.popleft())
+                continue
+            budget -= len(chunk)
+            request.fed.extend(chunk)
+            request.pending = request.pending[len(chunk):]
+            if not request.pending:
+                self._reading.popleft()
+                if self._take_token(request, logits):
+                    self._ready.append(request)
+                else:
+                    self._finish(request)
 
     def _take_token(self, request: Request, logits: torch.Tensor) -> bool:
         """Sample ``request``'s next token from ``logits`` [1, V] and send it; False when the request ends

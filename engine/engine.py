@@ -40,7 +40,8 @@ from plumbing.files import UnsafePathError, inside
 log = logging.getLogger(__name__)
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
-SHARED_PREFIX_MIN = 16  # a shorter shared prefix is not worth a separate pass
+SHARED_PREFIX_MIN = 16
+UNKNOWN = object()  # the adapter state after a load: set again before the next pass  # a shorter shared prefix is not worth a separate pass
 
 
 class PromptTooLong(ValueError):
@@ -193,6 +194,7 @@ class Engine:
         try:
             if self.has_adapters:
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+                self._active_adapter = UNKNOWN  # new LoRA layers may be on: the next pass sets every layer
             else:
                 self.model = PeftModel.from_pretrained(self.base_model, str(path), adapter_name=name,
                                                        is_trainable=False).eval()
@@ -205,6 +207,20 @@ class Engine:
         if name:
             with self._lock:
                 self._ensure_loaded(name)
+
+    def _activate(self, adapter: str | None) -> None:
+        """Make ``adapter`` the active one, or turn the adapter layers off for ``None``; called with the lock held.
+        The state stays between passes: switching walks every LoRA layer (tens of ms), so a run of passes of one
+        adapter, or of the base model, pays it once (PEFT's ``disable_adapter()`` context pays it every pass)."""
+        if adapter == self._active_adapter:
+            return
+        if adapter is None:
+            self.model.base_model.disable_adapter_layers()
+        else:
+            if self._active_adapter is None or self._active_adapter is UNKNOWN:
+                self.model.base_model.enable_adapter_layers()
+            self.model.set_adapter(adapter)
+        self._active_adapter = adapter
 
     def _forward(self, input_ids: torch.Tensor, cache, adapter: str | None | list[str | None], **extra):
         """One forward pass with ``adapter`` active, or one adapter a row (a list; ``None`` is the base model).
@@ -220,21 +236,11 @@ class Engine:
                 extra["adapter_names"] = [name or "__base__" for name in adapter]
                 adapter = next(name for name in adapter if name)
         with self._lock, torch.inference_mode():
-            if adapter:
-                self._ensure_loaded(adapter)
-                for name in extra.get("adapter_names", ()):
-                    if name != "__base__":
-                        self._ensure_loaded(name)
-                if self._active_adapter != adapter:
-                    self.model.set_adapter(adapter)
-                    self._active_adapter = adapter
-                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
-            elif self.has_adapters:
-                with self.model.disable_adapter():
-                    out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1,
-                                     **extra)
-            else:
-                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+            for name in {adapter, *extra.get("adapter_names", ())} - {None, "__base__"}:
+                self._ensure_loaded(name)
+            if self.has_adapters:
+                self._activate(adapter)
+            out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1].float().cpu(), out.past_key_values
 
     def _read(self, ids: list[int], cache, adapter: str | None):
