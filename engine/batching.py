@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from engine.kv_cache import copy_of
+
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # prompt tokens read between two decode steps (and at most per forward pass)
@@ -239,9 +241,7 @@ class Scheduler:
     def _row_cache(self, row: int) -> DynamicCache:
         """Row ``row`` of the batch's cache, without its padding, as a cache of its own."""
         start = int((self._mask[row] == 0).sum())  # padding is all on the left
-        return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, start:].clone(),
-                                             layer.values[row:row + 1, :, start:].clone())
-                                            for layer in self._cache.layers], config=self.config)
+        return copy_of(self._cache, self.config, slice(row, row + 1), start)
 
     def _keep_rows(self, going: list[int]) -> None:
         """Drop the rows that ended, then the left columns that are padding in every row left."""
@@ -257,12 +257,6 @@ class Scheduler:
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
             self._mask = self._mask[:, unused:]
-
-
-def copy_cache(cache: DynamicCache, config) -> DynamicCache:
-    """An independent copy of a one-row cache (a prefix read once, given to several requests)."""
-    return DynamicCache(ddp_cache_data=[(layer.keys.clone(), layer.values.clone()) for layer in cache.layers],
-                        config=config)
 
 
 def wait(request: Request, timeout: float | None = None):

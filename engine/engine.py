@@ -21,15 +21,16 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    DynamicCache,
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
+    MinPLogitsWarper,
     TopPLogitsWarper,
 )
 
-from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, copy_cache, wait
+from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, wait
 from engine.bnb_cpu import unpack_cpu_4bit
+from engine.kv_cache import copy_of, new_cache
 from engine.loading import auto_precision, load_model, load_tokenizer
 from engine.model_source import resolve_model
 from plumbing.layout import models_dir
@@ -73,7 +74,7 @@ class Engine:
         self.base_model = self.model
         self.load_seconds = time.perf_counter() - started
         self.eos_ids = self._eos_ids()
-        self.prefix_cache = PrefixCache(self.options.prefix_cache_entries)
+        self.prefix_cache = PrefixCache(self.base_model.config, self.options.prefix_cache_entries)
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
         self._adapters: dict[str, Path] = {}
         self._active_adapter: str | None = None
@@ -256,7 +257,7 @@ class Engine:
         self.check_adapter(adapter)
         ids = self.encode(messages, reply=False)[: self.options.max_context_tokens]
         cache, reused = self.prefix_cache.take(adapter, ids)
-        cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
+        cache = cache if cache is not None else new_cache(self.base_model.config)
         if reused < len(ids):
             _, cache = self._read(ids[reused:], cache, adapter)
         self.prefix_cache.put(adapter, ids, cache)
@@ -291,6 +292,8 @@ class Engine:
             processors.append(TemperatureLogitsWarper(sampling.temperature))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
+            if sampling.min_p > 0:
+                processors.append(MinPLogitsWarper(sampling.min_p))
 
         def pick(context: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             scores = processors(context, logits)
@@ -305,7 +308,7 @@ class Engine:
         """A request for the scheduler, starting from the prefix cache's best match (or ``start``: a cache
         and the number of prompt tokens it holds)."""
         cache, reused = start if start is not None else self.prefix_cache.take(adapter, prompt)
-        cache = cache if cache is not None else DynamicCache(config=self.base_model.config)
+        cache = cache if cache is not None else new_cache(self.base_model.config)
         return Request(prompt, self._sampler(sampling), adapter, sampling.max_new_tokens, stop, cache,
                        list(prompt[:reused]), keep)
 
@@ -362,14 +365,14 @@ class Engine:
         shared = min(common_prefix_of(prompts), min(map(len, prompts)) - 1)  # every request keeps a token to read
         prefix = None
         if shared >= SHARED_PREFIX_MIN:
-            _, prefix = self._read(prompts[0][:shared], DynamicCache(config=self.base_model.config), adapter)
+            _, prefix = self._read(prompts[0][:shared], new_cache(self.base_model.config), adapter)
         else:
             shared = 0
         requests = []
         for i, prompt in enumerate(prompts):
             row_sampling = sampling if sampling.seed is None else dataclasses.replace(
                 sampling, seed=(sampling.seed + i) % 2**31)
-            start = (copy_cache(prefix, self.base_model.config), shared) if prefix is not None else (None, 0)
+            start = (copy_of(prefix, self.base_model.config), shared) if prefix is not None else (None, 0)
             requests.append(self._request(prompt, row_sampling, adapter, stop, keep=False, start=start))
         for request in requests:
             self.scheduler.submit(request)

@@ -56,6 +56,9 @@ class EngineOptions:
 class SamplingOptions:
     temperature: float = field(default=0.7, metadata={"help": "0 means greedy decoding.", "range": (0.0, 2.0)})
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass.", "range": (0.05, 1.0)})
+    min_p: float = field(default=0.0, metadata={
+        "help": "Drop tokens less likely than this share of the likeliest one's probability; 0 means none.",
+        "range": (0.0, 1.0)})
     max_new_tokens: int = field(default=256, metadata={"help": "Longest reply in tokens.", "range": (1, 2048)})
     repetition_penalty: float = field(default=1.1, metadata={"help": "1.0 means none.", "range": (1.0, 2.0)})
     seed: int | None = field(default=None, metadata={"help": "Fixes the sampling; empty means random.",

@@ -5,14 +5,17 @@ turns) before the new message. Re-reading ~600 tokens of system prompt costs mor
 a second on a CPU; keeping the KV cache of each finished request and cropping it to the
 longest common token prefix makes the follow-up start at the new message.
 
-An entry is *taken* by a request (removed from the pool) and *given back* when the
-request ends, so two concurrent requests never write into the same cache.
+A request gets a *copy* of the best entry's shared prefix, so two concurrent requests never write
+into the same cache, and many visitors chatting with one character (a classroom) all reuse its
+system prompt. An entry is never changed after it is put; the least recently used ones go first.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+
+from engine.kv_cache import copy_of
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -29,7 +32,8 @@ def common_prefix_of(prompts: list[list[int]]) -> int:
 
 
 class PrefixCache:
-    def __init__(self, capacity: int = 16, min_reuse: int = 16):
+    def __init__(self, config, capacity: int = 16, min_reuse: int = 16):
+        self.config = config  # the model's, to build the copies
         self.capacity = capacity
         self.min_reuse = min_reuse  # shorter matches are not worth keeping an entry busy
         self._entries: OrderedDict[int, tuple[str | None, list[int], object]] = OrderedDict()
@@ -37,7 +41,7 @@ class PrefixCache:
         self._lock = threading.Lock()
 
     def take(self, adapter: str | None, ids: list[int]):
-        """The cache with the longest shared prefix for this adapter, cropped to it: ``(cache, n_reused)``.
+        """A copy of the longest prefix of ``ids`` cached for this adapter: ``(cache, n_reused)``.
 
         At least one prompt token is left unread, since its logits start the reply.
         """
@@ -51,18 +55,18 @@ class PrefixCache:
                     best, best_len = key, n
             if best is None or best_len < self.min_reuse:
                 return None, 0
-            _, entry_ids, cache = self._entries.pop(best)
+            self._entries.move_to_end(best)
+            cache = self._entries[best][2]
         keep = min(best_len, len(ids) - 1)
-        drop = len(entry_ids) - keep
-        if drop > 0:
-            cache.crop(-drop)
-        return cache, keep
+        return copy_of(cache, self.config, stop=keep), keep
 
     def put(self, adapter: str | None, ids: list[int], cache) -> None:
         """Give back a cache that holds exactly ``ids``."""
         if cache is None or len(ids) < self.min_reuse or self.capacity <= 0:
             return
         with self._lock:
+            for key in [k for k, (a, entry_ids, _) in self._entries.items() if a == adapter and entry_ids == ids]:
+                del self._entries[key]  # the same tokens again: keep the newer
             self._entries[self._next] = (adapter, list(ids), cache)
             self._next += 1
             while len(self._entries) > self.capacity:

@@ -115,6 +115,8 @@ class RemoteEngine:
                 "messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
         if sampling.repetition_penalty != 1.0:
             body["repetition_penalty"] = sampling.repetition_penalty  # vLLM and this app take it
+        if sampling.min_p > 0:
+            body["min_p"] = sampling.min_p  # as do vLLM and llama.cpp's server
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if stream:

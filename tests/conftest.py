@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -100,15 +101,14 @@ BEETHOVEN = [
 ]
 
 
-@pytest.fixture(scope="session")
-def app_url(engine, tmp_path_factory):
-    """The whole app in this process (sharing the test engine), on a free port, with its own data folder."""
+@contextlib.contextmanager
+def serving_app(engine, folder: Path):
+    """The whole app in this process on ``engine``, on a free port, with ``folder`` as its data folder: its URL."""
     import threading
     import time
 
     from ui.app import server
 
-    folder = tmp_path_factory.mktemp("app_user_data")
     previous = os.environ.get("SIMULACRA_DATA_DIR")
     os.environ["SIMULACRA_DATA_DIR"] = str(folder)
     port = free_port()
@@ -125,9 +125,19 @@ def app_url(engine, tmp_path_factory):
     while not serving.started and time.time() < deadline:
         time.sleep(0.1)
     assert serving.started, "the app's server did not start"
-    yield f"http://127.0.0.1:{port}/", folder
-    serving.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        serving.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def app_url(engine, tmp_path_factory):
+    """The whole app in this process (sharing the test engine), with its own data folder."""
+    folder = tmp_path_factory.mktemp("app_user_data")
+    with serving_app(engine, folder) as url:
+        yield url, folder
 
 
 # ---- helpers shared by several test files ---------------------------------------------------------

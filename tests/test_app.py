@@ -59,3 +59,33 @@ def test_chat_endpoint_refuses_bad_input_with_a_clear_message(served, args, extr
     with pytest.raises(Exception) as err:
         served.predict(*args, **extra, api_name="/chat")
     assert words in str(err.value)
+
+
+def test_a_visitor_beyond_the_batch_waits_in_the_queue_and_sees_their_place(engine, monkeypatch, tmp_path):
+    """The reply events share one limit, the engine's batch (here cut to one row): a second visitor's /chat
+    waits in Gradio's queue, with its place shown, until the first reply ends; then it is answered."""
+    import time
+
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    from conftest import serving_app
+
+    monkeypatch.setattr(engine.options, "max_batch_rows", 1)
+    with serving_app(engine, tmp_path) as url:
+        first_client, second_client = Client(url, verbose=False), Client(url, verbose=False)
+        first = first_client.submit("Tell me a long story about your life.", [], system_prompt="You are a storyteller.",
+                                    temperature=0.0, max_new_tokens=150, api_name="/chat")
+        deadline = time.monotonic() + 60
+        while first.status().code != Status.PROCESSING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = second_client.submit("Hi!", [], system_prompt="You are a storyteller.", temperature=0.0,
+                                      max_new_tokens=4, api_name="/chat")
+        seen = []
+        while not first.done() and time.monotonic() < deadline:
+            status = second.status()
+            seen.append((status.code, status.rank))
+            time.sleep(0.1)
+        assert (Status.IN_QUEUE, 0) in seen, seen  # waiting, first in line
+        assert Status.PROCESSING not in [code for code, _ in seen]
+        assert second.result(timeout=60).strip()

@@ -66,6 +66,15 @@ def test_seed_makes_sampling_reproducible(engine):
     assert engine.generate(BEETHOVEN, opts) == engine.generate(BEETHOVEN, opts)
 
 
+def test_min_p_keeps_only_tokens_near_the_likeliest(engine):
+    """min-p 1.0 keeps only the likeliest token: sampling at temperature 1 then gives the greedy reply."""
+    hot = SamplingOptions(temperature=1.0, top_p=1.0, max_new_tokens=24, repetition_penalty=1.0, seed=3)
+    cold = SamplingOptions(temperature=0, max_new_tokens=24, repetition_penalty=1.0)
+    assert engine.generate(BEETHOVEN, SamplingOptions(**{**hot.to_dict(), "min_p": 1.0})) == engine.generate(
+        BEETHOVEN, cold)
+    assert engine.generate(BEETHOVEN, hot) != engine.generate(BEETHOVEN, cold)  # without it, the same seed wanders
+
+
 def test_follow_up_reuses_the_kv_cache_and_gives_the_same_answer(engine):
     first = engine.generate(BEETHOVEN, GREEDY)
     follow = BEETHOVEN + [{"role": "assistant", "content": first}, {"role": "user", "content": "And your music?"}]
@@ -89,6 +98,7 @@ def test_history_is_trimmed_to_the_budget_and_a_huge_system_prompt_is_refused(en
 @pytest.mark.parametrize("values", [
     {"temperature": -1}, {"temperature": float("nan")}, {"top_p": 0}, {"max_new_tokens": 0},
     {"max_new_tokens": 10**6}, {"max_new_tokens": 2.5}, {"repetition_penalty": "x"}, {"seed": True}, {"bogus": 1},
+    {"min_p": 1.5}, {"min_p": -0.1},
 ])
 def test_invalid_sampling_values_are_refused(values):
     with pytest.raises(ValueError):
@@ -205,3 +215,39 @@ def test_batch_rows_are_seeded_one_after_another(engine):
     replies = engine.generate_batch([BEETHOVEN, BEETHOVEN], sampling)
     assert replies[0] == engine.generate(BEETHOVEN, sampling)
     assert replies[0] != replies[1]
+
+
+def test_the_growing_kv_cache_gives_the_same_logits_and_appends_in_place(engine):
+    from transformers import DynamicCache
+
+    from engine.kv_cache import GrowingLayer, new_cache
+
+    ids = engine.encode(BEETHOVEN)
+    growing, dynamic = new_cache(engine.base_model.config), DynamicCache(config=engine.base_model.config)
+    assert all(isinstance(layer, GrowingLayer) for layer in growing.layers)
+    a, growing = engine._forward(torch.tensor([ids]), growing, None)
+    b, dynamic = engine._forward(torch.tensor([ids]), dynamic, None)
+    buffer = growing.layers[0]._k
+    for token in (42, 7, 1000):
+        a, growing = engine._forward(torch.tensor([[token]]), growing, None)
+        b, dynamic = engine._forward(torch.tensor([[token]]), dynamic, None)
+        assert torch.equal(a, b)
+    assert growing.layers[0]._k is buffer  # three appends, no new buffer
+    assert torch.equal(growing.layers[3].keys, dynamic.layers[3].keys)
+
+
+def test_many_visitors_of_one_character_all_reuse_its_system_prompt(engine):
+    """The prefix cache hands out copies: a classroom of visitors chatting with one character at once all start
+    from its cached system prompt, not only the first to come."""
+    engine.prefix_cache.clear()
+    engine.prefill(BEETHOVEN[:1])
+    questions = ("Who are you?", "Where do you live?", "What is music?")
+    stats = [{} for _ in questions]
+    threads = [threading.Thread(target=engine.generate, args=([BEETHOVEN[0], {"role": "user", "content": q}], GREEDY),
+                                kwargs={"stats": s}) for q, s in zip(questions, stats)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    system = len(engine.encode(BEETHOVEN[:1], reply=False))
+    assert all(s["reused_tokens"] >= system - 1 for s in stats), stats

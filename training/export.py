@@ -200,6 +200,7 @@ TEMPLATE """{{{{ if .System }}}}<|im_start|>system
 SYSTEM """{quoted}"""
 PARAMETER temperature {sampling.temperature}
 PARAMETER top_p {sampling.top_p}
+PARAMETER min_p {sampling.min_p}
 PARAMETER repeat_penalty {sampling.repetition_penalty}
 PARAMETER num_predict {sampling.max_new_tokens}
 PARAMETER stop "<|im_end|>"

@@ -35,12 +35,13 @@ def sampling_controls() -> list[gr.components.Component]:
         gr.Slider(1, 1024, value=defaults.max_new_tokens, step=1, label="Max new tokens"),
         gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty"),
         gr.Number(value=-1, precision=0, label="Seed (-1 = random)"),
+        gr.Slider(0.0, 0.5, value=defaults.min_p, step=0.01, label="Min-p (0 = off)"),  # last: older clients omit it
     ]
 
 
-def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed) -> SamplingOptions:
+def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, min_p=None) -> SamplingOptions:
     return SamplingOptions.from_values(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                       repetition_penalty=repetition_penalty, seed=seed)
+                                       repetition_penalty=repetition_penalty, seed=seed, min_p=min_p)
 
 
 def display(chat: Chat | None) -> list[dict]:

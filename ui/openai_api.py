@@ -7,9 +7,9 @@ any other front end that speaks the Chat Completions API.
   own meta prompt and scene (the client's system messages are not used); the base model takes the
   client's messages as they are. The sampling options that map onto the engine's are honoured:
   ``temperature``, ``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``seed``, ``stop``, and
-  ``repetition_penalty`` and ``scene`` as extensions (vLLM takes ``repetition_penalty`` too).
+  ``repetition_penalty``, ``min_p`` and ``scene`` as extensions (vLLM takes the first two too).
 
-Requests run on the same engine as the Gradio visitors, token by token under its lock. With
+Requests run on the same engine as the Gradio visitors, in the same continuous batch. With
 ``SIMULACRA_API_KEY`` set, every request needs ``Authorization: Bearer <key>``. Every error is an
 OpenAI error object (``{"error": {"message", "type", "param", "code"}}``).
 """
@@ -115,7 +115,8 @@ class CompletionRequest:
         tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         try:
             sampling = SamplingOptions.from_values(
-                temperature=body.get("temperature"), top_p=body.get("top_p"), max_new_tokens=tokens,
+                temperature=body.get("temperature"), top_p=body.get("top_p"), min_p=body.get("min_p"),
+                max_new_tokens=tokens,
                 seed=body.get("seed"), repetition_penalty=body.get("repetition_penalty"))
         except ValueError as err:
             raise APIError(400, str(err).replace("max_new_tokens", "max_tokens")) from None
