@@ -17,7 +17,8 @@ Aggregate tokens/s is the completion tokens of all visitors over the wall time f
 last reply; time to first token is from a visitor's call to its first text. The ratio is against
 one visitor alone, in the same run. The replies of the 8 opened visitors are compared with the same
 questions asked one at a time. Memory is the process's peak resident set. Writes
-bench/results/crowd.json.
+bench/results/crowd.json (a precision measured in an earlier run stays there, with its date, until it is
+measured again).
 """
 
 from __future__ import annotations
@@ -178,8 +179,13 @@ def main() -> None:
 
     from engine.loading import speed_features
 
-    results = {"cpu_features": speed_features(), "tokens": args.tokens,
-               "runs": [measure(p, args.visitors, args.tokens, args.port + k) for k, p in enumerate(args.precisions)]}
+    runs = [measure(p, args.visitors, args.tokens, args.port + k) for k, p in enumerate(args.precisions)]
+    for run in runs:
+        run["measured"] = time.strftime("%Y-%m-%d %H:%M")
+    # A precision measured in an earlier run stays in the JSON (with its date) until it is measured again.
+    earlier = json.loads(RESULTS.read_text()).get("runs", []) if RESULTS.is_file() else []
+    runs += [r for r in earlier if r["precision"] not in {run["precision"] for run in runs}]
+    results = {"cpu_features": speed_features(), "tokens": args.tokens, "runs": runs}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"CPU features: {results['cpu_features']}; {args.tokens} new tokens a visitor, greedy\n"
@@ -191,8 +197,8 @@ def main() -> None:
                   f"{r.get('ratio_to_one', float('nan')):.2f} | {r['ttft_median_s']:.2f} s | {r['ttft_worst_s']:.2f} s | "
                   f"{r['mean_batch_rows']:.1f} | {r['peak_rss_mb']:.0f} MB |")
         if run["greedy_replies_same_alone_and_in_8"] is not None:
-            print(f"{run['precision']}: {run['greedy_replies_same_alone_and_in_8']} of 8 greedy replies the same "
-                  "alone and in the crowd of 8")
+            print(f"{run['precision']} (measured {run['measured']}): {run['greedy_replies_same_alone_and_in_8']} "
+                  "of 8 greedy replies the same alone and in the crowd of 8")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Chat turns: degeneration and other speakers' lines in the replies of ten presets to ten ordinary
 questions, before and after turn endings, for a few sampling settings.
 
-    .venv/bin/python bench/turns.py [--configs defaults,short,short-rep,short-cool]
+    .venv/bin/python bench/turns.py [--configs defaults,short,short-rep,short-cool,short-minp]
 
-Each reply is a character's turn in Character-LLM's interview setting, generated in batches (a row per
-preset; the same replies as one at a time, see tests/test_experiences.py) and then ended as the Chat
-tab ends it (engine.turn_end: before another speaker's line; at the last whole sentence when the
+Each reply is a character's turn in Character-LLM's interview setting, all 100 generated at once through
+the engine's continuous batching (reply i sampled with seed + i; the settings of earlier runs went
+ten at a time with one seeded sampler a batch) and then ended as the Chat tab ends it (engine.turn_end: before another speaker's line; at the last whole sentence when the
 token limit cuts it); each setting is reported raw (before) and ended (after). Settings measured
 in earlier runs stay in the JSON and the table, each with when it was measured. A reply is degenerate by
 evaluation.metrics.degenerate (empty, looping, or a list of short fragments); "another speaker" counts
@@ -34,6 +34,7 @@ CONFIGS = {  # the old chat defaults first; each is reported raw and with turn e
     "short": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1, "max_new_tokens": 128},
     "short-rep": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 128},
     "short-cool": {"temperature": 0.5, "top_p": 0.9, "repetition_penalty": 1.15, "max_new_tokens": 128},
+    "short-minp": {"temperature": 0.7, "top_p": 1.0, "min_p": 0.1, "repetition_penalty": 1.1, "max_new_tokens": 128},
 }
 
 
@@ -61,18 +62,18 @@ def main() -> None:
         values = CONFIGS[name]
         sampling = SamplingOptions(**values, seed=args.seed)
         started, rows = time.perf_counter(), {False: [], True: []}
-        for question in QUESTIONS:
-            conversations = [turn_messages(c, None, [], question) for c in characters]
-            replies = engine.generate_batch(conversations, sampling)
-            for character, reply in zip(characters, replies):
-                tokens = len(engine.tokenizer(reply)["input_ids"])
-                ended = "".join(end_turn([reply], character.name, sampling.max_new_tokens, {"new_tokens": tokens}))
-                for turn_endings, text in ((False, reply), (True, ended)):
-                    other = any((m := SPEAKER_LINE.match(line)) and not is_own(m.group(1), character.name)
-                                for line in text.splitlines()[1:])
-                    rows[turn_endings].append({"character": character.name, "question": question, "reply": text,
-                                               "degenerate": degenerate(text), "other_speaker": other,
-                                               "words": len(text.split())})
+        pairs = [(c, q) for q in QUESTIONS for c in characters]
+        # All at once: the engine's continuous batching keeps its rows full as replies end.
+        replies = engine.generate_batch([turn_messages(c, None, [], q) for c, q in pairs], sampling)
+        for (character, question), reply in zip(pairs, replies):
+            tokens = len(engine.tokenizer(reply)["input_ids"])
+            ended = "".join(end_turn([reply], character.name, sampling.max_new_tokens, {"new_tokens": tokens}))
+            for turn_endings, text in ((False, reply), (True, ended)):
+                other = any((m := SPEAKER_LINE.match(line)) and not is_own(m.group(1), character.name)
+                            for line in text.splitlines()[1:])
+                rows[turn_endings].append({"character": character.name, "question": question, "reply": text,
+                                           "degenerate": degenerate(text), "other_speaker": other,
+                                           "words": len(text.split())})
         seconds = time.perf_counter() - started
         for turn_endings, got in rows.items():
             n = len(got)
@@ -89,7 +90,8 @@ def main() -> None:
           "| settings | turn endings | degenerate | another speaker's line | median words |\n|---|---|---|---|---|")
     for name, r in results["configs"].items():
         s = r["sampling"]
-        print(f"| {name}: T {s['temperature']}, top-p {s['top_p']}, rep. {s['repetition_penalty']}, "
+        print(f"| {name}: T {s['temperature']}, top-p {s['top_p']}, min-p {s.get('min_p', 0)}, "
+              f"rep. {s['repetition_penalty']}, "
               f"{s['max_new_tokens']} tokens | {'yes' if r['turn_endings'] else 'no'} | {r['degenerate_share']:.0%} | "
               f"{r['other_speaker_share']:.0%} | {r['median_words']} |")
 

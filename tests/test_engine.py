@@ -251,3 +251,12 @@ def test_many_visitors_of_one_character_all_reuse_its_system_prompt(engine):
         t.join(timeout=120)
     system = len(engine.encode(BEETHOVEN[:1], reply=False))
     assert all(s["reused_tokens"] >= system - 1 for s in stats), stats
+
+
+def test_chat_turns_have_their_own_measured_defaults_and_values_given_win():
+    from engine.options import CHAT_DEFAULTS
+
+    chat = SamplingOptions.from_values(CHAT_DEFAULTS, temperature=None, max_new_tokens="")
+    assert (chat.max_new_tokens, chat.repetition_penalty) == (128, 1.2)
+    assert SamplingOptions.from_values(CHAT_DEFAULTS, max_new_tokens=300).max_new_tokens == 300
+    assert SamplingOptions().max_new_tokens == 256  # interviews and experience generation keep theirs

@@ -18,6 +18,7 @@ from characters.scenes import INTERVIEW, Scene, scene_catalogue, scene_from
 from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
 from engine.messages import MAX_MESSAGE_CHARS, check_text, conversation
+from engine.options import CHAT_DEFAULTS
 from engine.roleplay import client_turn, stream_turn, turn_messages
 from ui.errors import shown
 
@@ -28,7 +29,7 @@ MAX_PLAY_TURNS = 12
 
 def sampling_controls() -> list[gr.components.Component]:
     """Sliders for ``SamplingOptions``; the server checks the values again."""
-    defaults = SamplingOptions()
+    defaults = SamplingOptions(**CHAT_DEFAULTS)
     return [
         gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)"),
         gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="Top-p"),
@@ -40,8 +41,9 @@ def sampling_controls() -> list[gr.components.Component]:
 
 
 def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, min_p=None) -> SamplingOptions:
-    return SamplingOptions.from_values(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                       repetition_penalty=repetition_penalty, seed=seed, min_p=min_p)
+    return SamplingOptions.from_values(CHAT_DEFAULTS, temperature=temperature, top_p=top_p,
+                                       max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                                       seed=seed, min_p=min_p)
 
 
 def display(chat: Chat | None) -> list[dict]:
@@ -254,11 +256,12 @@ class ChatTab:
 
     def chat(self, message: str, history: list[dict], character: str = "", scene: str = "", system_prompt: str = "",
              adapter: str = "", user_name: str = DEFAULT_USER, temperature: float = 0.7,
-             max_new_tokens: int = 256, seed: int = -1) -> Iterator[str]:
+             max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"], seed: int = -1) -> Iterator[str]:
         """Stream the reply of `character` (a preset or saved character) in `scene` (a catalogue name or
         a scene as JSON; empty = the interview setting) to `message` after `history` (openai-style messages).
         Without a character, `system_prompt` is used as it is. Each yielded value is the reply so far."""
-        options = SamplingOptions.from_values(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        options = SamplingOptions.from_values(CHAT_DEFAULTS, temperature=temperature, max_new_tokens=max_new_tokens,
+                                              seed=seed)
         adapter_name = self.adapter_of(adapter)
         if character:
             pieces = client_turn(self.engine, self.characters.find(character), scene_from(scene), history, message,

@@ -35,6 +35,7 @@ from characters.store import CharacterNotFound, CharacterStore
 from characters.schema import Character
 from engine import AdapterError, Engine, PromptTooLong, SamplingOptions
 from engine.messages import MAX_HISTORY_MESSAGES, conversation, text_of
+from engine.options import CHAT_DEFAULTS
 from engine.remote import ADAPTER_MARK  # "<character or base model>@<adapter>", as a remote engine reads it
 from engine.roleplay import client_turn
 from engine.stop_strings import cut_at_stops
@@ -115,7 +116,7 @@ class CompletionRequest:
         tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         try:
             sampling = SamplingOptions.from_values(
-                temperature=body.get("temperature"), top_p=body.get("top_p"), min_p=body.get("min_p"),
+                CHAT_DEFAULTS, temperature=body.get("temperature"), top_p=body.get("top_p"), min_p=body.get("min_p"),
                 max_new_tokens=tokens,
                 seed=body.get("seed"), repetition_penalty=body.get("repetition_penalty"))
         except ValueError as err:
