@@ -3,9 +3,8 @@
 This is how vLLM and TGI serve many users, on our own small decode loop. A request first has
 its prompt read, at most ``PREFILL_CHUNK`` tokens between two decode steps of the running batch
 (a long prompt a chunk at a time, several short ones at once), so a new visitor's long prompt does
-not stall the others. It then joins the
-batch, and leaves it when its turn ends (end of sequence, its token limit, its stop event, or
-its reader going away). Each request keeps its own KV cache rows, sampler, seed and LoRA adapter:
+not stall the others. It then joins the batch, and leaves it when its turn ends (end of sequence,
+its token limit, its stop event, or its reader going away). Each request keeps its own KV cache rows, sampler, seed and LoRA adapter:
 base-model rows and rows of several adapters share a pass through PEFT's mixed-adapter batches.
 
 The batch's KV cache is one tensor per layer, ``[rows, heads, T, dim]``. Rows shorter than ``T``
@@ -122,11 +121,9 @@ class Scheduler:
                     self._decode_step()
             except Exception as err:  # noqa: BLE001 - a bug here must not leave readers waiting forever
                 log.exception("the decode scheduler failed; the requests in it end with the error")
-                for request in [*self._reading, *self._ready, *self._rows]:
-                    request.error = err
-                    self._finish(request)
+                self._fail([*self._reading, *self._ready, *self._rows], err)
                 self._reading.clear(), self._ready.clear()
-                self._rows, self._cache, self._mask = [], None, None
+                self._keep_rows([])
 
     def _read_chunk(self) -> None:
         """Read up to ``PREFILL_CHUNK`` prompt tokens, first come first served: a long prompt a chunk at a time,
@@ -141,8 +138,7 @@ class Scheduler:
             try:
                 logits, request.cache = self.engine._forward(torch.tensor([chunk]), request.cache, request.adapter)
             except Exception as err:  # noqa: BLE001 - the request gets the error, the others go on
-                request.error = err
-                self._finish(self._reading.popleft())
+                self._fail([self._reading.popleft()], err)
                 continue
             budget -= len(chunk)
             request.fed.extend(chunk)
@@ -178,6 +174,11 @@ class Scheduler:
             self.engine.prefix_cache.put(request.adapter, request.fed, request.cache)
         request.cache = None
         request.out.put(END if request.error is None else request.error)
+
+    def _fail(self, requests: list[Request], err: BaseException) -> None:
+        for request in requests:
+            request.error = err
+            self._finish(request)
 
     # ---- the batch -----------------------------------------------------------------------
 
@@ -218,10 +219,8 @@ class Scheduler:
             logits, self._cache = self.engine._forward(tokens, self._cache, adapters, **extra)
         except Exception as err:  # noqa: BLE001 - every row of the failed pass gets the error
             log.exception("a batched decode step failed")
-            for request in rows:
-                request.error = err
-                self._finish(request)
-            self._rows, self._cache, self._mask = [], None, None
+            self._fail(rows, err)
+            self._keep_rows([])
             return
         self._mask = mask
         self.steps += 1
@@ -259,9 +258,9 @@ class Scheduler:
             self._mask = self._mask[:, unused:]
 
 
-def wait(request: Request, timeout: float | None = None):
+def wait(request: Request):
     """The next item of ``request``'s queue: a token id, ``END``, or raises the error that ended it."""
-    item = request.out.get(timeout=timeout)
+    item = request.out.get()
     if isinstance(item, BaseException):
         raise item
     return item

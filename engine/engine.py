@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from transformers import (
     LogitsProcessorList,
+    MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
-    MinPLogitsWarper,
     TopPLogitsWarper,
 )
 

@@ -35,7 +35,7 @@ class PrefixCache:
     def __init__(self, config, capacity: int = 16, min_reuse: int = 16):
         self.config = config  # the model's, to build the copies
         self.capacity = capacity
-        self.min_reuse = min_reuse  # shorter matches are not worth keeping an entry busy
+        self.min_reuse = min_reuse  # shorter matches are not worth an entry or a copy
         self._entries: OrderedDict[int, tuple[str | None, list[int], object]] = OrderedDict()
         self._next = 0
         self._lock = threading.Lock()
