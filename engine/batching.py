@@ -17,6 +17,8 @@ reader (a browser far away) never holds the batch up.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import queue
 import threading
@@ -33,6 +35,19 @@ log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # prompt tokens read between two decode steps (and at most per forward pass)
 END = None  # put on a request's queue when it has no more tokens
+
+
+def _heap_trimmer() -> Callable[[], None]:
+    """glibc's ``malloc_trim``, or a no-op elsewhere. A crowd's KV cache is hundreds of MB in blocks glibc keeps
+    for reuse after they are freed (measured: a crowd of 8 left RSS 1 GB up; trimmed, 0.5 GB)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return lambda: None
+    return lambda: libc.malloc_trim(0)
+
+
+_trim_heap = _heap_trimmer()
 
 
 @dataclass(eq=False)
@@ -108,7 +123,9 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             if not (self._reading or self._ready or self._rows):
-                self._reading.append(self._incoming.get())  # idle: sleep until a request comes
+                if self._incoming.empty():
+                    _trim_heap()  # idle: the memory of the batch that ended goes back to the system
+                self._reading.append(self._incoming.get())  # then sleep until a request comes
             while True:
                 try:
                     self._reading.append(self._incoming.get_nowait())
