@@ -78,7 +78,8 @@ class Engine:
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
         self._adapters: dict[str, Path] = {}
         self._active_adapter: str | None = None
-        self.scheduler = Scheduler(self, self.options.max_batch_rows)
+        self.prefill_chunk = PREFILL_CHUNK[self.device.type]
+        self.scheduler = Scheduler(self, self.options.max_batch_rows, self.prefill_chunk)
         log.info("Loaded %s in %s (%s) on %s in %.1fs", self.source, precision, self.precision_reason, self.device,
                  self.load_seconds)
 
@@ -246,8 +247,8 @@ class Engine:
 
     def _read(self, ids: list[int], cache, adapter: str | None):
         """Feed ``ids`` in chunks, so a long prompt lets other sessions' tokens through between chunks."""
-        for start in range(0, len(ids), PREFILL_CHUNK):
-            logits, cache = self._forward(torch.tensor([ids[start:start + PREFILL_CHUNK]]), cache, adapter)
+        for start in range(0, len(ids), self.prefill_chunk):
+            logits, cache = self._forward(torch.tensor([ids[start:start + self.prefill_chunk]]), cache, adapter)
         return logits, cache
 
     def prefill(self, messages: list[Message], adapter: str | None = None) -> int:
