@@ -71,6 +71,12 @@ def check_chat(value) -> Chat:
         if not isinstance(name, str) or len(name) > 100:
             raise ValueError(f"chat.messages[{i}].name must be short text")
         clean.append({"role": m["role"], "content": m["content"], "name": name})
+        memories = m.get("memories")  # what a reply brought into its prompt (engine.memory), shown with it
+        if memories is not None:
+            if not isinstance(memories, list) or len(memories) > 10 or not all(
+                    isinstance(t, str) and len(t) <= MAX_CONTENT for t in memories):
+                raise ValueError(f"chat.messages[{i}].memories must be a short list of texts")
+            clean[-1]["memories"] = memories
     scene = Scene.from_dict(value.get("scene") or {}).to_dict()
     known = {k: value[k] for k in ("character", "other", "user", "user_persona", "adapter") if k in value}
     chat = Chat(**known, scene=scene, messages=clean)

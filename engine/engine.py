@@ -264,6 +264,27 @@ class Engine:
         self.prefix_cache.put(adapter, ids, cache)
         return len(ids) - reused
 
+    def hidden_states(self, texts: list[str], depth: float, batch: int = 16) -> torch.Tensor:
+        """The base model's hidden state after the last token of each text, at ``depth`` (0-1) of its layers,
+        as ``[len(texts), hidden]`` floats on the CPU: the raw material of sentence embeddings (``memory``)."""
+        layer = max(1, round(depth * self.base_model.config.num_hidden_layers))
+        out = []
+        for start in range(0, len(texts), batch):
+            ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + batch]]
+            width = max(map(len, ids))
+            # Left padding puts every text's last token in the last column; positions count real tokens only.
+            input_ids = torch.tensor([[0] * (width - len(i)) + i for i in ids])
+            mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            with self._lock, torch.inference_mode():
+                if self.has_adapters:
+                    self._activate(None)
+                states = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), output_hidden_states=True,
+                                    use_cache=False, logits_to_keep=1).hidden_states[layer]
+            out.append(states[:, -1].float().cpu())
+        return torch.cat(out)
+
     # ---- generation --------------------------------------------------------------------
 
     def stream(self, messages: list[Message], sampling: SamplingOptions | None = None,

@@ -15,6 +15,7 @@ from characters.meta_prompt import DEFAULT_USER, chat_messages
 from characters.scenes import Scene
 from characters.schema import Character
 from engine.engine import Engine
+from engine.memory import memory_of, remembering
 from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history
 from engine.options import SamplingOptions
 from engine.turn_end import end_turn
@@ -50,28 +51,43 @@ def stream_turn(engine: Engine, character: Character, scene: Scene | None, histo
                 message: str | None = None, sampling: SamplingOptions | None = None, adapter: str | None = None,
                 user: str = DEFAULT_USER, user_persona: str = "", other: Character | None = None,
                 stop: threading.Event | None = None, continue_last: bool = False,
-                stats: dict | None = None) -> Iterator[str]:
+                stats: dict | None = None, memory: bool = False) -> Iterator[str]:
     """Stream ``character``'s reply, ended where the turn ends (``turn_end``). With ``continue_last`` the
-    last assistant message is extended; ``stats`` is filled as ``Engine.stream`` fills it, with ``turn_end``."""
+    last assistant message is extended; ``stats`` is filled as ``Engine.stream`` fills it, with ``turn_end``.
+    With ``memory`` the memories nearest the last message go into the prompt (``engine.memory``), and
+    ``stats["memories"]`` lists them."""
+    stats = {} if stats is None else stats
     messages = turn_messages(character, scene, history, message, user, user_persona, other, trained=bool(adapter))
+    if memory:
+        messages = with_memories(engine, character, messages, stats)
     if continue_last:
         if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
             messages.insert(len(messages) - 2, messages.pop())
         if messages[-1]["role"] != "assistant":
             raise ValueError("there is no reply of the character to continue")
     sampling = sampling or SamplingOptions()
-    stats = {} if stats is None else stats
     pieces = engine.stream(messages, sampling, adapter, stop, continue_last=continue_last, stats=stats)
     return end_turn(pieces, character.name, sampling.max_new_tokens, stats)
+
+
+def with_memories(engine: Engine, character: Character, messages: list[dict], stats: dict) -> list[dict]:
+    """``messages`` with ``character``'s memories nearest the last thing said to it; ``stats["memories"]``
+    lists their texts (empty where the engine has no memory: a remote one)."""
+    memory = memory_of(engine)
+    said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    recollections = memory.recall(character, said) if memory is not None else []
+    stats["memories"] = [r.text for r in recollections]
+    return remembering(messages, character, recollections)
 
 
 def client_turn(engine: Engine, character: Character, scene: Scene | None, history, message,
                 sampling: SamplingOptions | None = None, adapter: str | None = None,
                 user_name=DEFAULT_USER, stop: threading.Event | None = None,
-                stats: dict | None = None) -> Iterator[str]:
+                stats: dict | None = None, memory: bool = True) -> Iterator[str]:
     """``character``'s reply for an API client (Gradio's ``/chat``, ``/v1/chat/completions``): ``history``
     is OpenAI-style messages as the client sent them, checked here with ``message`` and ``user_name``."""
     user = check_text(user_name, "user_name", 100).strip() or DEFAULT_USER
     past = [{**m, "name": character.name if m["role"] == "assistant" else user} for m in clean_history(history)]
     check_text(message, "message", MAX_MESSAGE_CHARS, allow_empty=False)
-    return stream_turn(engine, character, scene, past, message, sampling, adapter, user, stop=stop, stats=stats)
+    return stream_turn(engine, character, scene, past, message, sampling, adapter, user, stop=stop, stats=stats,
+                       memory=memory)

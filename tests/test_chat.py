@@ -20,6 +20,11 @@ from training.scene_extraction import parse_scenes
 NOBODY = "nobody (chat with me)"
 
 
+def spoken(history: list[dict]) -> list[dict]:
+    """The Chatbot's lines without its notes (the folded "Memories used" before a reply)."""
+    return [m for m in history if not m.get("metadata")]
+
+
 # ---- scenes and prompts ----------------------------------------------------------------------
 
 def test_scene_catalogue_has_twenty_real_world_scenes_and_the_interview_setting():
@@ -161,9 +166,10 @@ def test_a_session_chats_regenerates_undoes_and_the_chat_is_saved(client, app_ur
                            api_name="/new_chat")
     assert state[0][0]["role"] == "assistant"  # the greeting
     history, box = client.predict("What is courage?", "none (base model)", 0.0, 0.9, 24, 1.1, -1, api_name="/send")
-    assert [m["role"] for m in history] == ["assistant", "user", "assistant"] and box == ""
+    assert [m["role"] for m in spoken(history)] == ["assistant", "user", "assistant"] and box == ""
+    assert [m["metadata"]["title"] for m in history if m.get("metadata")] == ["Memories used"]  # memory is on
     regenerated = client.predict("none (base model)", 0.7, 0.9, 24, 1.1, 3, api_name="/regenerate")
-    assert len(regenerated) == 3
+    assert len(spoken(regenerated)) == 3
     history, returned = client.predict(api_name="/undo")
     assert len(history) == 1 and returned == "What is courage?"
     saved = ChatStore(app_url[1]).list("Socrates")
@@ -173,7 +179,7 @@ def test_a_session_chats_regenerates_undoes_and_the_chat_is_saved(client, app_ur
 def test_two_characters_play_three_turns_with_the_real_model(client):
     client.predict("Julius Caesar", "Palace throne room", "Cleopatra VII", "Anna", "", api_name="/new_chat")
     history = client.predict(3, "none (base model)", 0.7, 0.9, 20, 1.1, 5, api_name="/play_turns")
-    speakers = [text_of(m["content"]).split(":**")[0].strip("*") for m in history[1:]]
+    speakers = [text_of(m["content"]).split(":**")[0].strip("*") for m in spoken(history)[1:]]
     assert speakers == ["Cleopatra VII", "Julius Caesar", "Cleopatra VII"]
 
 

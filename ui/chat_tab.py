@@ -19,12 +19,14 @@ from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
 from engine.messages import MAX_MESSAGE_CHARS, check_text, conversation
 from engine.options import CHAT_DEFAULTS
+from engine.memory import memory_of
 from engine.roleplay import client_turn, stream_turn, turn_messages
 from ui.errors import shown
 
 NO_ADAPTER = "none (base model)"
 NOBODY = "nobody (chat with me)"
 MAX_PLAY_TURNS = 12
+MEMORIES_TITLE = "Memories used"
 
 
 def sampling_controls() -> list[gr.components.Component]:
@@ -47,12 +49,16 @@ def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, 
 
 
 def display(chat: Chat | None) -> list[dict]:
-    """The Chatbot's messages: in a two-character scene each line is signed by its speaker."""
+    """The Chatbot's messages: in a two-character scene each line is signed by its speaker; a reply that
+    brought memories into its prompt is preceded by a folded "Memories used" note listing them."""
     if chat is None:
         return []
     two = bool(chat.other)
     shown_messages = []
     for m in chat.messages:
+        if m.get("memories"):
+            shown_messages.append({"role": "assistant", "content": "\n".join(f"- {t}" for t in m["memories"]),
+                                   "metadata": {"title": MEMORIES_TITLE, "status": "done"}})
         content = m["content"]
         if two and m.get("name"):
             content = f"**{m['name']}:** {content}"
@@ -101,18 +107,29 @@ class ChatTab:
         other = self.characters.load(chat.other) if chat.other else None
         messages = turn_messages(char, Scene.from_dict(chat.scene), chat.messages, None, chat.user,
                                  chat.user_persona, other)
-        threading.Thread(target=self.engine.prefill, args=(messages,), daemon=True).start()
+        threading.Thread(target=self._read_ahead, args=(messages, char), daemon=True).start()
+
+    def _read_ahead(self, messages: list[dict], char) -> None:
+        self.engine.prefill(messages)
+        memory = memory_of(self.engine)
+        if memory is not None:
+            memory.index(char)  # the character's memory vectors, before its first reply needs them
 
     def reply(self, chat: Chat, speaker: str, sampling: SamplingOptions, adapter: str | None,
-              continue_last: bool = False) -> Iterator[Chat]:
-        """Stream ``speaker``'s turn into ``chat``; the chat is saved when the turn ends or is stopped."""
+              continue_last: bool = False, memory: bool = True) -> Iterator[Chat]:
+        """Stream ``speaker``'s turn into ``chat``; the chat is saved when the turn ends or is stopped. With
+        ``memory`` the memories brought into the prompt are kept on the reply, for the page to show."""
         char = self.characters.load(speaker)
         other_name = chat.other if speaker == chat.character else chat.character
         other = self.characters.load(other_name) if chat.other else None
+        stats: dict = {}
         pieces = stream_turn(self.engine, char, Scene.from_dict(chat.scene), chat.messages, None, sampling, adapter,
-                             chat.user, chat.user_persona, other, continue_last=continue_last)
+                             chat.user, chat.user_persona, other, continue_last=continue_last, stats=stats,
+                             memory=memory)
         if not continue_last:
             chat.messages.append({"role": "assistant", "content": "", "name": char.name})
+        if stats.get("memories"):
+            chat.messages[-1]["memories"] = stats["memories"]
         try:
             for piece in pieces:
                 chat.messages[-1]["content"] += piece
@@ -120,8 +137,12 @@ class ChatTab:
         finally:
             self.chats.save(chat)
 
-    def _generation(self, adapter_choice, sampling_values) -> tuple[SamplingOptions, str | None]:
-        return sampling_from(*sampling_values), self.adapter_of(adapter_choice)
+    def _generation(self, adapter_choice, values) -> tuple[SamplingOptions, str | None, bool]:
+        """The sampling options, adapter and memory switch of a reply event (the switch is its last input)."""
+        *sampling_values, memory = values
+        if not isinstance(memory, bool):
+            raise gr.Error("memory must be true or false")
+        return sampling_from(*sampling_values), self.adapter_of(adapter_choice), memory
 
     @staticmethod
     def _last_reply(chat: Chat | None, what: str) -> str:
@@ -164,29 +185,30 @@ class ChatTab:
         index += step
         return (*self.shown_chat(self.new_chat(*setup, greeting=index)), index)
 
-    def send_message(self, text, chat: Chat, adapter_choice, *sampling_values):
+    def send_message(self, text, chat: Chat, adapter_choice, *values):
+        """``values``: the sampling controls, then the memory switch (as ``_generation`` reads them)."""
         if chat is None:
             raise gr.Error("Choose a character first.")
         text = check_text(text, "message", MAX_MESSAGE_CHARS, allow_empty=False)
-        options, adapter_name = self._generation(adapter_choice, sampling_values)
+        options, adapter_name, memory = self._generation(adapter_choice, values)
         self.engine.check_adapter(adapter_name)
         chat.adapter = adapter_name or ""
         chat.messages.append({"role": "user", "content": text, "name": chat.user})
         yield chat, display(chat), ""
-        for chat in self.reply(chat, chat.character, options, adapter_name):
+        for chat in self.reply(chat, chat.character, options, adapter_name, memory=memory):
             yield chat, display(chat), ""
 
-    def regenerate_reply(self, chat: Chat, adapter_choice, *sampling_values):
+    def regenerate_reply(self, chat: Chat, adapter_choice, *values):
         speaker = self._last_reply(chat, "regenerate")
+        options, adapter_name, memory = self._generation(adapter_choice, values)
         chat.messages.pop()
-        options, adapter_name = self._generation(adapter_choice, sampling_values)
-        for chat in self.reply(chat, speaker, options, adapter_name):
+        for chat in self.reply(chat, speaker, options, adapter_name, memory=memory):
             yield chat, display(chat)
 
-    def continue_reply(self, chat: Chat, adapter_choice, *sampling_values):
+    def continue_reply(self, chat: Chat, adapter_choice, *values):
         speaker = self._last_reply(chat, "continue")
-        options, adapter_name = self._generation(adapter_choice, sampling_values)
-        for chat in self.reply(chat, speaker, options, adapter_name, continue_last=True):
+        options, adapter_name, memory = self._generation(adapter_choice, values)
+        for chat in self.reply(chat, speaker, options, adapter_name, continue_last=True, memory=memory):
             yield chat, display(chat)
 
     def undo_last(self, chat: Chat) -> tuple:
@@ -205,17 +227,17 @@ class ChatTab:
         self.chats.save(chat)
         return chat, display(chat), ""
 
-    def play_turns(self, chat: Chat, n, adapter_choice, *sampling_values):
+    def play_turns(self, chat: Chat, n, adapter_choice, *values):
         if chat is None or not chat.other:
             raise gr.Error("Choose a second character under 'Two characters in a scene' first.")
         n = int(n) if isinstance(n, (int, float)) and 1 <= n <= MAX_PLAY_TURNS else None
         if n is None:
             raise gr.Error(f"Turns must be between 1 and {MAX_PLAY_TURNS}.")
-        options, adapter_name = self._generation(adapter_choice, sampling_values)
+        options, adapter_name, memory = self._generation(adapter_choice, values)
         for _ in range(n):
             last = next((m["name"] for m in reversed(chat.messages) if m["role"] == "assistant"), chat.other)
             speaker = chat.other if last == chat.character else chat.character
-            for chat in self.reply(chat, speaker, options, adapter_name):
+            for chat in self.reply(chat, speaker, options, adapter_name, memory=memory):
                 yield chat, display(chat)
 
     def reopen(self, chat: Chat, chat_id) -> tuple:
@@ -237,12 +259,12 @@ class ChatTab:
         self.characters.load(chat.character)
         return self.shown_chat(chat)
 
-    def restore(self, memory) -> tuple:
+    def restore(self, remembered) -> tuple:
         """On page load: this browser's last chat, else a new chat with Beethoven."""
         names = self.characters.names()
-        if isinstance(memory, dict) and memory.get("chat") and memory.get("character") in names:
+        if isinstance(remembered, dict) and remembered.get("chat") and remembered.get("character") in names:
             try:
-                chat = self.chats.load(memory["character"], memory["chat"])
+                chat = self.chats.load(remembered["character"], remembered["chat"])
                 return (gr.Dropdown(choices=names, value=chat.character),
                         gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY),
                         gr.Dropdown(choices=self.adapters()), *self.shown_chat(chat))
@@ -256,16 +278,20 @@ class ChatTab:
 
     def chat(self, message: str, history: list[dict], character: str = "", scene: str = "", system_prompt: str = "",
              adapter: str = "", user_name: str = DEFAULT_USER, temperature: float = 0.7,
-             max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"], seed: int = -1) -> Iterator[str]:
+             max_new_tokens: int = CHAT_DEFAULTS["max_new_tokens"], seed: int = -1,
+             memory: bool = True) -> Iterator[str]:
         """Stream the reply of `character` (a preset or saved character) in `scene` (a catalogue name or
         a scene as JSON; empty = the interview setting) to `message` after `history` (openai-style messages).
-        Without a character, `system_prompt` is used as it is. Each yielded value is the reply so far."""
+        Without a character, `system_prompt` is used as it is. With `memory` (default) the character brings
+        the memories nearest the message into the prompt. Each yielded value is the reply so far."""
+        if not isinstance(memory, bool):
+            raise gr.Error("memory must be true or false")
         options = SamplingOptions.from_values(CHAT_DEFAULTS, temperature=temperature, max_new_tokens=max_new_tokens,
                                               seed=seed)
         adapter_name = self.adapter_of(adapter)
         if character:
             pieces = client_turn(self.engine, self.characters.find(character), scene_from(scene), history, message,
-                                 options, adapter_name, user_name)
+                                 options, adapter_name, user_name, memory=memory)
         else:
             pieces = self.engine.stream(conversation(system_prompt, history, message), options, adapter_name)
         reply = ""
@@ -319,6 +345,8 @@ class ChatTab:
                     other = gr.Dropdown([NOBODY, *names], value=NOBODY, label="Second character")
                     turns = gr.Slider(1, MAX_PLAY_TURNS, value=4, step=1, label="Turns to play")
                     play = gr.Button("Play N turns")
+                memory = gr.Checkbox(True, label="Memory: bring the character's facts and profile lines "
+                                                   "nearest your message into the prompt")
                 with gr.Accordion("Sampling", open=False):
                     sampling = sampling_controls()
                 with gr.Accordion("Saved chats", open=False):
@@ -342,7 +370,7 @@ class ChatTab:
             button.click(shown(lambda c, i, *v, step=step: self.swipe(c, i, step, *v)),
                          [chat_state, greeting_index, *setup], [*outputs, greeting_index], api_visibility="private")
 
-        generation = [adapter, *sampling]
+        generation = [adapter, *sampling, memory]  # the switch last: API clients may leave it out
         # Every event that writes a reply shares one limit, the engine's batch: that many replies decode
         # together, and a visitor beyond it sees their place in Gradio's queue rather than a frozen page.
         reply = {"concurrency_id": "reply", "concurrency_limit": self.engine.options.max_batch_rows}

@@ -7,7 +7,8 @@ any other front end that speaks the Chat Completions API.
   own meta prompt and scene (the client's system messages are not used); the base model takes the
   client's messages as they are. The sampling options that map onto the engine's are honoured:
   ``temperature``, ``top_p``, ``max_tokens`` / ``max_completion_tokens``, ``seed``, ``stop``, and
-  ``repetition_penalty``, ``min_p`` and ``scene`` as extensions (vLLM takes the first two too).
+  ``repetition_penalty``, ``min_p`` and ``scene`` as extensions (vLLM takes the first two too), and
+  ``memory`` (default true): a character brings the memories nearest the last message into the prompt.
 
 Requests run on the same engine as the Gradio visitors, in the same continuous batch. With
 ``SIMULACRA_API_KEY`` set, every request needs ``Authorization: Bearer <key>``. Every error is an
@@ -79,6 +80,7 @@ class CompletionRequest:
     include_usage: bool = False
     stop: list[str] = field(default_factory=list)
     scene: object = None
+    memory: bool = True
 
     @classmethod
     def parse(cls, raw: bytes) -> "CompletionRequest":
@@ -121,8 +123,11 @@ class CompletionRequest:
                 seed=body.get("seed"), repetition_penalty=body.get("repetition_penalty"))
         except ValueError as err:
             raise APIError(400, str(err).replace("max_new_tokens", "max_tokens")) from None
+        memory = body.get("memory", True)
+        if not isinstance(memory, bool):
+            raise APIError(400, "memory must be true or false", param="memory")
         return cls(model.strip(), messages, sampling, stream, bool(options.get("include_usage")), stops,
-                   body.get("scene"))
+                   body.get("scene"), memory)
 
 
 class OpenAIAPI:
@@ -193,7 +198,8 @@ class OpenAIAPI:
             else:
                 user = rest[-1].get("name") or DEFAULT_USER
                 stream = client_turn(self.engine, target.character, scene_from(request.scene), rest[:-1], message,
-                                     request.sampling, target.adapter, user, stop=stop, stats=stats)
+                                     request.sampling, target.adapter, user, stop=stop, stats=stats,
+                                     memory=request.memory)
         except PromptTooLong as err:
             raise APIError(400, str(err), param="messages", code="context_length_exceeded") from None
         except AdapterError as err:

@@ -1,0 +1,130 @@
+"""Memory at chat time: retrieval by meaning with the real model, the prompt it builds, the Chat tab's
+switch and note, the API's option, and saved chats that keep what a reply remembered."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from characters.chats import ChatStore, check_chat
+from characters.store import CharacterStore
+from engine.memory import Memory, memories_of, memory_of, remembering
+from engine.remote import RemoteEngine
+from engine.roleplay import stream_turn, turn_messages, with_memories
+from ui.chat_tab import MEMORIES_TITLE, NO_ADAPTER, NOBODY, ChatTab
+
+GREEDY_12 = (0.0, 0.9, 12, 1.1, 1, 0.0)  # temperature, top_p, max_new_tokens, repetition_penalty, seed, min_p
+
+
+@pytest.fixture(scope="module")
+def memory(engine):
+    return Memory(engine)
+
+
+@pytest.mark.parametrize("character, question, answer", [
+    # No word in common with the memory that answers it.
+    ("Ludwig van Beethoven", "Who paid for your keep?", "stipend"),
+    ("Socrates", "Which playwright made fun of you?", "Aristophanes"),
+    ("Isaac Newton", "What made you wonder about the pull that holds the Moon?", "apple"),
+])
+def test_a_question_in_other_words_finds_the_memory_that_answers_it(memory, data_dir, character, question, answer):
+    recalled = memory.recall(CharacterStore(data_dir).load(character), question)
+    assert len(recalled) == 3 and recalled[0].score >= recalled[-1].score
+    assert any(answer in r.text for r in recalled), [r.text for r in recalled]
+
+
+def test_a_characters_memories_are_its_facts_and_profile_sentences(data_dir):
+    beethoven = CharacterStore(data_dir).load("Ludwig van Beethoven")
+    items = memories_of(beethoven)
+    assert [t for k, t in items if k == "fact"] == beethoven.sims.facts
+    profile = [t for k, t in items if k == "profile"]
+    assert len(profile) > len(beethoven.sims.profile) and all(t in " ".join(beethoven.sims.profile) for t in profile)
+    assert memories_of(beethoven.copy(sims=type(beethoven.sims)())) == []
+
+
+def test_memories_go_just_before_the_message_so_the_cached_prompt_is_kept(engine, data_dir):
+    socrates = CharacterStore(data_dir).load("Socrates")
+    history = [{"role": "user", "content": "Hello.", "name": "Anna"},
+               {"role": "assistant", "content": "Greetings.", "name": "Socrates"}]
+    plain = turn_messages(socrates, None, history, "Who is the woman you married?", user="Anna")
+    stats: dict = {}
+    remembered = with_memories(engine, socrates, plain, stats)
+    assert len(stats["memories"]) == 3 and any("Xanthippe" in m for m in stats["memories"])
+    note = remembered.index(next(m for m in remembered if m["role"] == "system" and "remembers" in m["content"]))
+    assert remembered[:note] == plain[:note] and remembered[note + 1:] == plain[note:]
+    assert remembered[note + 1] == {"role": "user", "content": "Who is the woman you married?"}
+    assert all(f"- {m}" in remembered[note]["content"] for m in stats["memories"])
+    # The prompt before the note is the one without memory: a follow-up reuses its cached keys.
+    before = engine.encode(plain[:note], reply=False)
+    assert engine.encode(remembered)[:len(before)] == before
+    assert remembering(plain, socrates, []) == plain
+
+
+def test_a_reply_with_memory_streams_and_says_what_it_remembered(engine, data_dir):
+    newton = CharacterStore(data_dir).load("Isaac Newton")
+    stats: dict = {}
+    reply = "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", None, None,
+                                stats=stats, memory=True))
+    assert reply.strip() and len(stats["memories"]) == 3
+    off: dict = {}
+    "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", stats=off))
+    assert "memories" not in off
+
+
+def test_a_remote_engine_has_no_memory_and_the_turn_goes_on_without_it(data_dir):
+    remote = object.__new__(RemoteEngine)  # no server needed: what it lacks is in its class
+    assert memory_of(remote) is None
+    stats: dict = {}
+    socrates = CharacterStore(data_dir).load("Socrates")
+    messages = turn_messages(socrates, None, [], "Hello?")
+    assert with_memories(remote, socrates, messages, stats) == messages and stats["memories"] == []
+
+
+def test_the_chat_tab_shows_the_memories_used_and_its_switch_turns_them_off(engine, data_dir):
+    tab = ChatTab(engine, CharacterStore(data_dir), ChatStore(data_dir))
+    chat = tab.new_chat("Ludwig van Beethoven", "", NOBODY, "Anna", "")
+    *_, (chat, shown, box) = tab.send_message("Who paid for your keep?", chat, NO_ADAPTER, *GREEDY_12, True)
+    notes = [m for m in shown if m.get("metadata", {}).get("title") == MEMORIES_TITLE]
+    assert len(notes) == 1 and shown.index(notes[0]) == len(shown) - 2  # just before the reply it informed
+    assert notes[0]["content"].count("\n- ") == 2 and chat.messages[-1]["memories"]
+    # Saved with the chat, and shown again when it is reopened.
+    reopened = ChatStore(data_dir).load(chat.character, chat.id)
+    assert reopened.messages[-1]["memories"] == chat.messages[-1]["memories"]
+    *_, (chat, shown, _) = tab.send_message("And who taught you?", chat, NO_ADAPTER, *GREEDY_12, False)
+    assert "memories" not in chat.messages[-1]
+    assert len([m for m in shown if m.get("metadata")]) == 1  # only the first reply's note
+    with pytest.raises(Exception, match="memory must be true or false"):
+        next(tab.send_message("Hi", chat, NO_ADAPTER, *GREEDY_12, "yes"))
+
+
+@pytest.mark.parametrize("memories", ["not a list", [1, 2], ["x"] * 11])
+def test_a_chat_file_with_bad_memories_is_refused(memories):
+    value = {"character": "Socrates",
+             "messages": [{"role": "assistant", "content": "Hi", "name": "Socrates", "memories": memories}]}
+    with pytest.raises(ValueError, match="memories"):
+        check_chat(value)
+
+
+def test_the_api_takes_memory_as_an_option(app_url):
+    url = app_url[0]
+    body = {"model": "Socrates", "messages": [{"role": "user", "content": "Who is your wife?"}], "max_tokens": 8,
+            "temperature": 0}
+    for memory in (True, False):
+        response = httpx.post(url + "v1/chat/completions", json={**body, "memory": memory}, timeout=120)
+        assert response.status_code == 200, response.text
+    with_memory = httpx.post(url + "v1/chat/completions", json=body, timeout=120).json()
+    without = httpx.post(url + "v1/chat/completions", json={**body, "memory": False}, timeout=120).json()
+    # The memory note is in the prompt by default, and only then.
+    assert with_memory["usage"]["prompt_tokens"] > without["usage"]["prompt_tokens"] + 20
+    bad = httpx.post(url + "v1/chat/completions", json={**body, "memory": "yes"}, timeout=60)
+    assert bad.status_code == 400 and "memory" in bad.json()["error"]["message"]
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    assert client.predict("Who is your wife?", [], "Socrates", memory=False, max_new_tokens=8,
+                          api_name="/chat").strip()
+    with pytest.raises(Exception, match="memory"):
+        client.predict("Who is your wife?", [], "Socrates", memory="yes", api_name="/chat")
+    assert json.dumps(client.view_api(print_info=False, return_format="dict")).count('"memory"') >= 1
