@@ -1,6 +1,7 @@
 """`python -m evaluation interview --character NAME [--adapter RUN_ID_OR_PATH] [--questions FILE]
 [--mode single|multi] [--judge none|openai] [--seed S] --out report.json`
 `python -m evaluation before-after --character NAME --adapter RUN_ID_OR_PATH [same options] --out DIR`
+(four interviews: the base model and the trained character, each without and with memory)
 `python -m evaluation compare A.json B.json [...] --out DIR`
 
 Every option of InterviewOptions and EngineOptions is a flag (see --help). Errors exit
@@ -64,7 +65,8 @@ def interview(argv: list[str]) -> int:
 
 
 def before_after(argv: list[str]) -> int:
-    """The base model and the trained character, interviewed alike: both reports and their comparison in --out."""
+    """The base model and the trained character, each without and with memory, interviewed alike: the four
+    reports and their comparison in --out."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -76,8 +78,8 @@ def before_after(argv: list[str]) -> int:
     if not options.adapter:
         raise ValueError("before-after needs --adapter: the run id or adapter folder of the trained character")
     out, reports = Path(options.out), []
-    for adapter in ("", options.adapter):
-        each = replace(options, adapter=adapter)
+    for adapter, memory in (("", False), ("", True), (options.adapter, False), (options.adapter, True)):
+        each = replace(options, adapter=adapter, memory=memory)
         reports.append(_interview(engine, character, each, questions, source))
         write_report(reports[-1], out / f"{slugify(label(each))}.json")
     md, png = save_comparison(reports, out)

@@ -18,7 +18,7 @@ from characters.schema import Character
 from engine.engine import Engine
 from engine.generators import OpenAIGenerator
 from engine.options import SamplingOptions
-from engine.roleplay import turn_messages
+from engine.roleplay import turn_messages, with_memories
 from evaluation import judge as llm_judge
 from evaluation import metrics
 from evaluation.questions import Question, QuestionError, load_questions, question_set, set_for
@@ -49,6 +49,8 @@ class InterviewOptions:
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy, so two runs give the same figures."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (used when temperature > 0)."})
     batch_size: int = field(default=8, metadata={"help": "Questions answered per forward pass (single mode)."})
+    memory: bool = field(default=False, metadata={"help": "Bring the character's memories nearest each question "
+                                                           "into the prompt, as the Chat tab does (engine.memory)."})
     out: str = field(default="", metadata={"help": "Where to write the report JSON."})
 
     def __post_init__(self):
@@ -126,15 +128,27 @@ def _pairs(results: list[dict], questions: list[Question], character: Character)
     return pairs
 
 
+def _prompt(engine: Engine, character: Character, messages: list[dict], memory: bool, stats: dict) -> list[dict]:
+    """``messages``, with the memories nearest the question when ``memory`` is on (listed in stats["memories"],
+    one list an answer)."""
+    if not memory:
+        return messages
+    used: dict = {}
+    messages = with_memories(engine, character, messages, used)
+    stats.setdefault("memories", []).append(used["memories"])
+    return messages
+
+
 def ask_single(engine: Engine, character: Character, questions: list[Question], scene: Scene, adapter: str | None,
                sampling: SamplingOptions, batch_size: int, progress: Progress, stop: threading.Event | None,
-               stats: dict) -> list[str]:
+               stats: dict, memory: bool = False) -> list[str]:
     answers: list[str] = []
     for start in range(0, len(questions), batch_size):
         if stop is not None and stop.is_set():
             break
         chunk = questions[start:start + batch_size]
-        conversations = [turn_messages(character, scene, [], q.question, user=INTERVIEWER, trained=bool(adapter))
+        conversations = [_prompt(engine, character, turn_messages(character, scene, [], q.question, user=INTERVIEWER,
+                                                                  trained=bool(adapter)), memory, stats)
                          for q in chunk]
         batch_stats: dict = {}
         if batch_size == 1:  # one at a time: the chat path, which reuses the KV cache of the shared prompt
@@ -148,14 +162,15 @@ def ask_single(engine: Engine, character: Character, questions: list[Question], 
 
 
 def ask_multi(engine: Engine, character: Character, questions: list[Question], scene: Scene, adapter: str | None,
-              sampling: SamplingOptions, progress: Progress, stop: threading.Event | None, stats: dict) -> list[str]:
+              sampling: SamplingOptions, progress: Progress, stop: threading.Event | None, stats: dict,
+              memory: bool = False) -> list[str]:
     history: list[dict] = []
     answers: list[str] = []
     for question in questions:
         if stop is not None and stop.is_set():
             break
-        messages = turn_messages(character, scene, history, question.question, user=INTERVIEWER,
-                                 trained=bool(adapter))
+        messages = _prompt(engine, character, turn_messages(character, scene, history, question.question,
+                                                            user=INTERVIEWER, trained=bool(adapter)), memory, stats)
         turn_stats: dict = {}
         answer = engine.generate(messages, sampling, adapter, stop, turn_stats).strip()
         stats["new_tokens"] = stats.get("new_tokens", 0) + turn_stats.get("new_tokens", 0)
@@ -178,12 +193,14 @@ def interview(engine: Engine, character: Character, options: InterviewOptions, q
     asked = multi_turn_script(questions, options.turns) if options.mode == "multi" else questions
     started, stats = time.perf_counter(), {}
     if options.mode == "multi":
-        answers = ask_multi(engine, character, asked, scene, adapter, sampling, progress, stop, stats)
+        answers = ask_multi(engine, character, asked, scene, adapter, sampling, progress, stop, stats, options.memory)
     else:
         answers = ask_single(engine, character, asked, scene, adapter, sampling, options.batch_size, progress, stop,
-                             stats)
+                             stats, options.memory)
     seconds = time.perf_counter() - started
     results = [_result(i, q, a, character) for i, (q, a) in enumerate(zip(asked, answers))]
+    for result, used in zip(results, stats.get("memories", [])):
+        result["memories"] = used
     judge = {"kind": "none", "note": "scores come from exact references (expected_any / forbidden_any); the "
                                      "embedded 135M model is not a credible judge"}
     if options.judge == "openai" and results and not (stop is not None and stop.is_set()):
@@ -206,8 +223,7 @@ def interview(engine: Engine, character: Character, options: InterviewOptions, q
 
 
 def label(options: InterviewOptions) -> str:
-    """How the report is named in tables and charts: the adapter, or "base model"."""
-    if not options.adapter:
-        return "base model"
+    """How the report is named in tables and charts: the adapter, or "base model"; "+ memory" with memory."""
     path = Path(options.adapter)
-    return path.parent.name if path.name == "adapter" else path.name
+    name = "base model" if not options.adapter else path.parent.name if path.name == "adapter" else path.name
+    return f"{name} + memory" if options.memory else name

@@ -250,12 +250,17 @@ def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
                            "--adapter", str(adapter_dir), "--questions", str(small_set), "--max-new-tokens", "16",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["base-model.json", "comparison.md", "comparison.png",
-                                                     "random-lora.json"]
+    # Four models: the base model and the trained character, each without and with memory.
+    assert sorted(p.name for p in out.iterdir()) == ["base-model-memory.json", "base-model.json", "comparison.md",
+                                                     "comparison.png", "random-lora-memory.json", "random-lora.json"]
     base, trained = read_report(out / "base-model.json"), read_report(out / "random-lora.json")
+    remembering = read_report(out / "random-lora-memory.json")
     assert base["settings"]["adapter"] == "" and trained["settings"]["adapter"] == str(adapter_dir)
+    assert remembering["settings"]["memory"] and not trained["settings"]["memory"]
+    assert all(len(r["memories"]) == 3 for r in remembering["results"]) and "memories" not in trained["results"][0]
     assert [r["question"] for r in base["results"]] == [r["question"] for r in trained["results"]]
-    assert "| memorization |" in done.stdout and "base model | random-lora" in (out / "comparison.md").read_text()
+    assert "| memorization |" in done.stdout
+    assert "base model | base model + memory | random-lora | random-lora + memory" in (out / "comparison.md").read_text()
     refused = subprocess.run([sys.executable, "-m", "evaluation", "before-after", "--character", "Ludwig van Beethoven",
                               "--adapter", "no-such-run", "--out", str(tmp_path / "x")],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -270,11 +275,17 @@ def test_the_interview_tab_through_the_api(app_url, small_set):
     status, scores, _, answers, files = client.predict(
         "Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)), "single", 4,
         api_name="/interview")
-    assert status.startswith("Done: 4 questions × 1 model")
+    assert status.startswith("Done: 4 questions × 2 model")  # by default each model without and with memory
     scores, answers = scores["value"], answers["value"]  # updates of the two tables
     assert [row[0] for row in scores["data"]][:2] == ["memorization", "protection"]
-    assert len(answers["data"]) == 4 and answers["headers"] == ["question", "base model"]
+    assert len(answers["data"]) == 4 and answers["headers"] == ["question", "base model", "base model + memory"]
     names = sorted(__import__("pathlib").Path(f).name for f in files)
-    assert names == ["base model.json", "comparison.md", "comparison.png"]
+    assert names == ["base model + memory.json", "base model.json", "comparison.md", "comparison.png"]
+    alone = client.predict("Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)),
+                           "single", 4, ["without memory"], api_name="/interview")
+    assert alone[0].startswith("Done: 4 questions × 1 model")
+    with pytest.raises(Exception, match="memory"):
+        client.predict("Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)),
+                       "single", 4, ["sometimes"], api_name="/interview")
     saved = list((app_url[1] / "interviews" / "ludwig-van-beethoven").glob("*/base model.json"))
     assert saved and read_report(saved[0])["settings"]["questions_source"] == "upload"

@@ -8,7 +8,7 @@ import gradio as gr
 
 from characters.store import CharacterStore
 from engine import Engine
-from evaluation.interview import InterviewOptions, interview
+from evaluation.interview import InterviewOptions, interview, label
 from evaluation.questions import QuestionError, parse_bytes, question_set, set_for, shipped_sets
 from evaluation.report import cell, chart, label_of, save_comparison, table, write_report
 from plumbing.layout import data_dir, interview_folder
@@ -18,6 +18,7 @@ from ui.errors import shown
 BASE = "base model"
 OWN_SET = "the character's own set"
 UPLOADED = "the uploaded file"
+WITHOUT_MEMORY, WITH_MEMORY = "without memory", "with memory"
 
 
 def build(engine: Engine, characters: CharacterStore) -> dict:
@@ -37,6 +38,9 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         mode = gr.Radio(["single", "multi"], value="single", label="Interview",
                         info="single: each question alone · multi: one conversation that asks a fact twice")
         turns = gr.Slider(2, 40, value=12, step=1, label="Turns (multi)")
+        memory = gr.CheckboxGroup([WITHOUT_MEMORY, WITH_MEMORY], value=[WITHOUT_MEMORY, WITH_MEMORY], label="Memory",
+                                  info="each model as trained, and with the memories nearest each question in "
+                                       "its prompt (as the Chat tab's memory switch)")
     with gr.Row():
         start = gr.Button("Run the interview", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -61,22 +65,25 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
             return question_set(own), own
         return question_set(choice), choice  # unknown names are refused there
 
-    def run(name, chosen, choice, data, how, n_turns, progress=gr.Progress()):
+    def run(name, chosen, choice, data, how, n_turns, memory_modes=(WITHOUT_MEMORY,), progress=gr.Progress()):
         char = characters.load(name)
         chosen = list(dict.fromkeys(chosen or []))
         allowed = [BASE, *engine.available_adapters()]
         unknown = [m for m in chosen if m not in allowed]
         if unknown or not chosen:
             raise gr.Error(f"Choose models among: {', '.join(allowed)}" + (f" (unknown: {unknown})" if unknown else ""))
+        modes = list(dict.fromkeys(memory_modes or []))
+        if not modes or not set(modes) <= {WITHOUT_MEMORY, WITH_MEMORY}:
+            raise gr.Error(f"Choose memory among: {WITHOUT_MEMORY}, {WITH_MEMORY}")
         questions, source = questions_of(char.name, choice, data)
-        options = [InterviewOptions(character=char.name, adapter="" if m == BASE else m, mode=how, turns=int(n_turns))
-                   for m in chosen]
+        options = [InterviewOptions(character=char.name, adapter="" if m == BASE else m, mode=how, turns=int(n_turns),
+                                    memory=mode == WITH_MEMORY) for m in chosen for mode in modes]
 
         def work(report, stop_now):
             reports = []
             for i, opts in enumerate(options):
-                def each(done, total, message, i=i, label=opts.adapter or BASE):
-                    report(i * total + done, len(options) * total, f"{label}: {message}")
+                def each(done, total, message, i=i, name=label(opts)):
+                    report(i * total + done, len(options) * total, f"{name}: {message}")
                 reports.append(interview(engine, char, opts, questions, source, each, stop_now))
                 if stop_now.is_set():
                     break
@@ -110,7 +117,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         return gr.CheckboxGroup(choices=[BASE, *engine.available_adapters()])
 
     outputs = [stop_event, status, scores, plot, transcripts, download]
-    start.click(shown(run), [character, models, question_choice, upload, mode, turns], outputs,
+    start.click(shown(run), [character, models, question_choice, upload, mode, turns, memory], outputs,
                 api_name="interview")
     stop.click(request_stop, stop_event, status, api_name="stop_interview")
     refresh.click(adapters, None, models, api_name="interview_adapters")
