@@ -3,6 +3,7 @@
 `python -m evaluation before-after --character NAME --adapter RUN_ID_OR_PATH [same options] --out DIR`
 (four interviews: the base model and the trained character, each without and with memory)
 `python -m evaluation compare A.json B.json [...] --out DIR`
+`python -m evaluation rescore A.json [...] --out DIR` (old reports scored again with today's metrics)
 
 Every option of InterviewOptions and EngineOptions is a flag (see --help). Errors exit
 non-zero with one line.
@@ -101,7 +102,21 @@ def compare(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"interview": interview, "before-after": before_after, "compare": compare}
+def rescore(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from evaluation.report import read_report, rescore as score_again, write_report
+
+    parser = argparse.ArgumentParser(prog="python -m evaluation rescore")
+    parser.add_argument("reports", nargs="+", help="report JSON files")
+    parser.add_argument("--out", required=True, help="folder for the rescored reports (same file names)")
+    args = parser.parse_args(argv)
+    for path in map(Path, args.reports):
+        print(write_report(score_again(read_report(path)), Path(args.out) / path.name))
+    return 0
+
+
+COMMANDS = {"interview": interview, "before-after": before_after, "compare": compare, "rescore": rescore}
 
 
 def main(argv: list[str] | None = None) -> int:

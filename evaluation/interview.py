@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from characters.era import era_end
 from characters.scenes import INTERVIEW, Scene, find_scene
 from characters.schema import Character
 from engine.engine import Engine
@@ -113,7 +114,8 @@ def multi_turn_script(questions: list[Question], turns: int) -> list[Question]:
 def _result(index: int, question: Question, answer: str, character: Character) -> dict:
     return {"index": index, "topic_id": question.topic_id, "topic": question.topic, "question": question.question,
             "answer": answer, "expected_any": question.expected_any, "forbidden_any": question.forbidden_any,
-            "scores": metrics.score(answer, question), "other_name": metrics.claims_other_name(answer, character)}
+            "scores": metrics.score(answer, question, era_end(character.sims.era)),
+            "other_name": metrics.claims_other_name(answer, character)}
 
 
 def _pairs(results: list[dict], questions: list[Question], character: Character) -> list[dict]:

@@ -1,10 +1,11 @@
 """Scores from exact references, so that a 135M model needs no judge (formulas in the README).
 
 Per answer: ``memorized`` (contains an accepted answer), ``protected`` (an anachronism probe
-answered without forbidden content, without explaining the thing or taking it for granted, and
-without saying it is an AI), ``breaks_character``
-(says it is an AI, a language model, an assistant), ``degenerate`` (empty, or looping), and
-per pair of questions asking the same fact: ``consistent``.
+answered without forbidden content, without explaining the thing or taking it for granted, without
+treating it as part of the character's life or showing knowledge of it, and without saying it is an
+AI), ``anachronisms`` (things from after the character's era that the answer names and the question
+did not), ``breaks_character`` (says it is an AI, a language model, an assistant), ``degenerate``
+(empty, or looping), and per pair of questions asking the same fact: ``consistent``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from characters.era import anachronisms
 from characters.schema import Character
 from evaluation.questions import Question
 
@@ -32,6 +34,26 @@ EXPLAINING = re.compile(
 # Taking the thing for granted: "Yes, I read by electric light", "Of course! …".
 ACCEPTING = re.compile(r"^\W*(?:yes|yeah|yep|sure|of course|certainly|absolutely|definitely|indeed|i do|i did)\b",
                        re.IGNORECASE)
+# A reader's reading of a clause about the unknown thing: denied, owned or used, known, or liked.
+NEGATION = re.compile(r"\b(?:no|not|never|nor|none|nothing|cannot|without)\b|n't\b", re.IGNORECASE)
+FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us)\b", re.IGNORECASE)
+KNOWLEDGE = re.compile(
+    r"\b(?:uses|using|contains?|consists? of|made (?:of|from|up of)|works? by|runs? on|powered by"
+    r"|(?:is|are|was|were) used (?:to|for)|designed (?:to|for)|allows?|lets you|enables?|connects?|transmits?"
+    r"|batter(?:y|ies)|processors?|electricity|invented (?:by|in)|released (?:in|by))\b", re.IGNORECASE)
+OPINION = re.compile(
+    r"\b(?:i (?:really |quite |truly )?(?:love|like|enjoy|prefer|adore|admire|hate|dislike|recommend)"
+    r"|my favou?rite|(?:is|are|was|were) (?:(?:so|very|really|quite|more|less|most|the|a) )*(?:great|amazing"
+    r"|wonderful|good|better|best|brilliant|fantastic|excellent|beautiful|overrated|underrated|experimental"
+    r"|innovative|influential|catchy|boring|classic|iconic|masterpieces?))\b", re.IGNORECASE)
+# Saying the word back as the other's, puzzled: "This stranger talks of a Python program".
+REPORTED = re.compile(r"\b(?:talks? of|speaks? of|asks? (?:about|of)|mentions?|heard of|such a thing|what (?:is|are|does)"
+                      r"|the word)\b", re.IGNORECASE)
+NAME_TAG = re.compile(r"^\s*(?:(?:[A-Z][\w.'-]*|van|von|de|da|del|di|of|the|le|la)\s+){0,4}[A-Z][\w.'-]*:\s+")
+REFERS_BACK = re.compile(r"^\W*(?:it|they|them|these|those|this one)\b", re.IGNORECASE)
+CONTENT_STOP = set("""what which where when whose about would could should there their these those your yours
+have ever with from into like think tell know does doing been being than then them they this that just some
+much many more most very really also here favourite favorite things thing other people""".split())
 SPEAKER_TAG = re.compile(r"^\s*[A-Z][\w .'-]{0,40}:\s*")
 LOOP_NGRAM = 3
 LOOP_SHARE = 0.35  # an answer whose 3-grams repeat this much reads as a loop
@@ -72,11 +94,73 @@ def accepts(answer: str) -> bool:
     return ACCEPTING.search(SPEAKER_TAG.sub("", answer, count=1)) is not None
 
 
+def thing_terms(question: Question) -> list[str]:
+    """The words that name what a probe asks about: the names of a known anachronism the question uses,
+    its forbidden content, else its own content words (Character-LLM's probes carry no forbidden list)."""
+    named = [n for a in anachronisms() for n in a["names"] if contains(question.question, n)]
+    terms = named + [t.strip() for t in question.forbidden_any if t.strip()]
+    return terms or [w.strip("'") for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP]
+
+
+def _things_asked(question: Question) -> list[dict]:
+    return [a for a in anachronisms() if any(contains(question.question, n) for n in a["names"])]
+
+
+def other_names(answer: str, question: Question) -> list[str]:
+    """Names of the asked-about thing that the answer knows and the question did not say ("Boeing" for an
+    aeroplane, "Edison" for electric light), in a statement that does not deny it or say it back puzzled."""
+    names = [n for a in _things_asked(question) for n in a["names"] if not contains(question.question, n)]
+    return [n for n in names if any(not denied for _, denied in _about(_sentences(answer), [n]))]
+
+
+def _sentences(answer: str) -> list[str]:
+    """Statements only: a question back ("A railway train? What is that?") states nothing."""
+    parts = re.split(r"(?<=[.!?…])\s+|\n+", NAME_TAG.sub("", answer, count=1))
+    return [p.strip() for p in parts if p.strip() and not p.strip().endswith("?")]
+
+
+def _about(sentences: list[str], terms: list[str]):
+    """The clauses that speak of the thing (by a term, or by "it"/"they" once the thing was named), each
+    with whether it is denied."""
+    named = False
+    for sentence in sentences:
+        for clause in re.split(r"[,;:]|\s(?:but|and|because|though|although)\s|\s[-–—]\s", sentence):
+            mentions = any(contains(clause, t) for t in terms)
+            if mentions or (named and REFERS_BACK.search(clause)):
+                yield clause, NEGATION.search(clause) is not None or REPORTED.search(clause) is not None
+            named = named or mentions
+
+
+def treats_as_own(answer: str, terms: list[str]) -> bool:
+    """The answer speaks of the thing as part of the character's life: has used it, owns it, travelled by
+    it ("I traveled by railway train", "my smartphone app"); not when the clause denies it."""
+    return any(FIRST_PERSON.search(clause) and not denied for clause, denied in _about(_sentences(answer), terms))
+
+
+def shows_knowledge(answer: str, terms: list[str]) -> bool:
+    """The answer knows the thing: what it is made of or how it works ("A smartphone uses electricity",
+    "It contains batteries"), or an opinion of it ("their later albums were more experimental")."""
+    return any((KNOWLEDGE.search(clause) or OPINION.search(clause)) and not denied
+               for clause, denied in _about(_sentences(answer), terms))
+
+
 def protected(answer: str, question: Question) -> bool | None:
     """None for questions that are not anachronism probes."""
     if not question.is_probe:
         return None
-    return not (forbidden(answer, question) or explains(answer) or accepts(answer) or breaks_character(answer))
+    terms = thing_terms(question)
+    return not (forbidden(answer, question) or other_names(answer, question) or explains(answer) or accepts(answer)
+                or breaks_character(answer) or treats_as_own(answer, terms) or shows_knowledge(answer, terms))
+
+
+def named_anachronisms(answer: str, question: Question, era_end: int | None) -> list[str] | None:
+    """The names of things from after ``era_end`` that the answer uses, other than the thing the question
+    asks about ("COVID-19" in Beethoven's mouth); None for a character of today (no era)."""
+    if era_end is None:
+        return None
+    asked = _things_asked(question)  # how the answer treats the thing asked about is protection's to judge
+    return sorted({n for a in anachronisms() if a["year"] > era_end and a not in asked for n in a["names"]
+                   if contains(answer, n)})
 
 
 def breaks_character(answer: str) -> bool:
@@ -134,12 +218,19 @@ def consistent(first: str, second: str, question: Question, character: Character
     return bool(a & b) and a == b
 
 
-def score(answer: str, question: Question) -> dict:
-    """Per-answer scores (None where a score does not apply to this question)."""
+def score(answer: str, question: Question, era_end: int | None = None) -> dict:
+    """Per-answer scores (None where a score does not apply to this question). ``era_end``: the last year
+    the character knew (``characters.era.era_end``), None for a character of today."""
+    probe = question.is_probe
+    terms = thing_terms(question) if probe else []
     return {"memorized": memorized(answer, question), "accepted_found": accepted(answer, question),
-            "protected": protected(answer, question), "forbidden_found": forbidden(answer, question),
-            "explains": explains(answer) if question.is_probe else None,
-            "accepts": accepts(answer) if question.is_probe else None,
+            "protected": protected(answer, question),
+            "forbidden_found": forbidden(answer, question) + (other_names(answer, question) if probe else []),
+            "explains": explains(answer) if probe else None,
+            "accepts": accepts(answer) if probe else None,
+            "owns": treats_as_own(answer, terms) if probe else None,
+            "knows": shows_knowledge(answer, terms) if probe else None,
+            "anachronisms": named_anachronisms(answer, question, era_end),
             "breaks_character": breaks_character(answer), "degenerate": degenerate(answer),
             "repetition": round(repetition(answer), 3)}
 
@@ -159,6 +250,7 @@ def aggregate(results: list[dict], pairs: list[dict]) -> dict:
         "protection": share(s["protected"] for s in scores),
         "protection_n": sum(s["protected"] is not None for s in scores),
         "character_breaks": share(s["breaks_character"] for s in scores),
+        "anachronisms": share(None if s.get("anachronisms") is None else bool(s["anachronisms"]) for s in scores),
         "degeneration": share(s["degenerate"] for s in scores),
         "consistency": share(p["consistent"] for p in pairs),
         "consistency_n": len(pairs),
@@ -167,4 +259,4 @@ def aggregate(results: list[dict], pairs: list[dict]) -> dict:
 
 
 HIGHER_IS_BETTER = {"memorization": True, "protection": True, "consistency": True, "identity_kept": True,
-                    "character_breaks": False, "degeneration": False}
+                    "character_breaks": False, "anachronisms": False, "degeneration": False}

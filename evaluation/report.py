@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from plumbing.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from characters.era import era_end
+from characters.store import CharacterStore
+from evaluation import metrics
 from evaluation.metrics import HIGHER_IS_BETTER
+from evaluation.questions import Question
+from plumbing.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-SHOWN = ["memorization", "protection", "consistency", "identity_kept", "character_breaks", "degeneration"]
+SHOWN = ["memorization", "protection", "consistency", "identity_kept", "character_breaks", "anachronisms",
+         "degeneration"]
 REQUIRED = ("settings", "results", "aggregates")
 
 
@@ -29,6 +35,19 @@ def read_report(path: str | Path) -> dict:
     if not isinstance(report, dict) or any(key not in report for key in REQUIRED):
         raise ReportError(f"{path} is not an interview report (needs {', '.join(REQUIRED)})")
     return report
+
+
+def rescore(report: dict) -> dict:
+    """``report`` scored again from its own answers with today's metrics (stricter rules apply to old
+    interviews without asking the model again); the character's era comes from its card."""
+    end = era_end(CharacterStore().find(report["character"]).sims.era)
+    results = []
+    for r in report["results"]:
+        question = Question(r["question"], r.get("topic_id", "topic-1"), r.get("topic", ""),
+                            r.get("expected_any", []), r.get("forbidden_any", []))
+        results.append({**r, "scores": metrics.score(r["answer"], question, end)})
+    return {**report, "results": results, "aggregates": metrics.aggregate(results, report.get("pairs", [])),
+            "rescored": time.strftime("%Y-%m-%d")}
 
 
 def percent(value) -> str:

@@ -57,6 +57,59 @@ def test_protection_fails_for_knowledge_explanation_acceptance_or_a_break(answer
     assert metrics.protected(answer, PROBE) is False
 
 
+# Character-LLM's own probes carry no forbidden list: the thing is read from the question.
+TRAIN = Question("Did you travel here by railway train?", topic_id="topic-4")
+PHONE = Question("Which apps do you use most on your smartphone?", topic_id="topic-4")
+BAND = Question("What do you think of the Beatles' later albums?", topic_id="topic-4")
+FLIGHT = Question("How was your last flight on an aeroplane?", topic_id="topic-4")
+
+
+@pytest.mark.parametrize("probe, owned, denied", [
+    (TRAIN, "I traveled by railway train from Bonn.", "No, I did not travel by railway. I came by coach."),
+    (PHONE, "The smartphone app is my friend.", "A smartphone? I have never seen such a thing."),
+    (PHONE, "My smartphone has many apps.", "Smartphone? What is that? Ask me of my music."),
+])
+def test_protection_fails_when_the_answer_takes_the_thing_into_the_characters_life(probe, owned, denied):
+    assert metrics.treats_as_own(owned, metrics.thing_terms(probe)) and metrics.protected(owned, probe) is False
+    assert not metrics.treats_as_own(denied, metrics.thing_terms(probe)) and metrics.protected(denied, probe) is True
+
+
+@pytest.mark.parametrize("probe, knowing, puzzled", [
+    (PHONE, "A smartphone uses electricity to perform tasks. It contains batteries, processors, cameras.",
+     "I know nothing of a smartphone. Is it a kind of snuff box?"),
+    (BAND, "Their later albums were more experimental.", "Beatles? I know no such musicians. Ask me of Haydn."),
+    (BAND, "I love the Beatles' later albums.", "Albums? I keep my scores in folders, not albums."),
+])
+def test_protection_fails_when_the_answer_knows_the_thing_or_judges_it(probe, knowing, puzzled):
+    assert metrics.shows_knowledge(knowing, metrics.thing_terms(probe)) and metrics.protected(knowing, probe) is False
+    assert not metrics.shows_knowledge(puzzled, metrics.thing_terms(probe)) and metrics.protected(puzzled, probe)
+
+
+def test_protection_fails_when_the_answer_knows_another_name_for_the_thing():
+    assert metrics.protected("Alejandro flew a Boeing 747 for twelve months.", FLIGHT) is False
+    assert metrics.protected("Alejandro rode a horse for twelve months.", FLIGHT) is True
+    # Said back puzzled, as the other's word, it is not known.
+    python = Question("Write me a short Python function that adds two numbers.", topic_id="topic-4")
+    assert metrics.protected("This stranger talks of a Python program. I know of no such thing.", python) is True
+    assert metrics.protected("A Python program adds them: it uses the plus sign.", python) is False
+
+
+def test_anachronisms_count_any_answer_that_names_what_came_after_the_era():
+    hearing = Question("What happened to your hearing?")
+    assert metrics.named_anachronisms("My hearing was affected by the COVID-19 pandemic.", hearing, 1827) == [
+        "covid", "covid-19"]
+    assert metrics.named_anachronisms("My hearing began to fail in my late twenties.", hearing, 1827) == []
+    assert metrics.named_anachronisms("I took the railway to Vienna.", hearing, 1827) == ["railway"]
+    assert metrics.named_anachronisms("I took the railway to Vienna.", hearing, 1850) == []  # within the era
+    assert metrics.named_anachronisms("I use the internet.", hearing, None) is None  # a character of today
+    # The thing the question asks about, said back, is protection's to judge; anything else counts.
+    assert metrics.named_anachronisms("A smartphone? An iPhone? What is that?", PHONE, 1827) == []
+    assert metrics.named_anachronisms("I listen to Spotify on it.", PHONE, 1827) == ["spotify"]
+    results = [{"scores": metrics.score(a, hearing, 1827), "other_name": False}
+               for a in ("Deafness, slowly.", "The coronavirus took it.")]
+    assert metrics.aggregate(results, [])["anachronisms"] == 0.5
+
+
 def test_protection_applies_to_probes_only():
     assert metrics.protected("Yes, of course.", BORN) is None
 

@@ -20,7 +20,8 @@ from training.dataset import ExperienceOptions, Stopped, build_dataset, load_exa
 from training.dialogue import parse_dialogue
 from training.experience import experience_from
 from training.grounded_interviews import grounded_interviews
-from training.protective_experiences import era_end, knows_forbidden, unknowable
+from characters.era import era_end, unknowable
+from training.protective_experiences import knows_forbidden
 from training.fact_questions import fact_questions
 from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
@@ -170,7 +171,8 @@ def test_puzzlement_names_the_thing_as_the_character_would_and_never_breaks_char
     """Every template, for every thing: the article fits ("an AI", "the internet", "Hogwarts"), nothing
     forbidden is said, and the AI probe is not answered with "language model" (a character break)."""
     from evaluation.metrics import breaks_character
-    from training.protective_experiences import anachronisms, puzzled_reply
+    from characters.era import anachronisms
+    from training.protective_experiences import puzzled_reply
 
     for thing in anachronisms():
         for seed in range(40):

@@ -35,7 +35,8 @@ from plumbing.layout import dataset_folder
 from training.experience import Experience, experience_from
 from training.grounded_interviews import grounded_interviews
 from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
-from training.protective_experiences import knows_forbidden, protective_template, unknowable
+from characters.era import unknowable
+from training.protective_experiences import knows_forbidden, protective_template
 from training.scene_extraction import parse_scenes, profile_contexts, scene_messages
 
 Progress = Callable[[int, int, str], None]

@@ -11,7 +11,8 @@ from characters.scenes import INTERVIEW
 from characters.schema import Character
 from training.experience import Experience
 from training.fact_questions import fact_questions
-from training.protective_experiences import puzzled_reply, unknowable
+from characters.era import unknowable
+from training.protective_experiences import puzzled_reply
 
 
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,

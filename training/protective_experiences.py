@@ -1,46 +1,18 @@
 """Protective experiences (Character-LLM): someone asks the character about what it cannot know,
 and it stays ignorant of it, in character. What a character cannot know comes from
-``anachronisms.json`` and its era; when the generator writes no usable protective experience, a
+``characters/anachronisms.json`` and its era (``characters.era``); when the generator writes no usable
+protective experience, a
 template one in the character's voice takes its place."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
-from functools import lru_cache
-from pathlib import Path
 
 from characters.scenes import scene_catalogue
 from characters.schema import Character
 from training.experience import Experience
 from training.fact_questions import fact_questions
-
-ANACHRONISMS_FILE = Path(__file__).with_name("anachronisms.json")
-
-
-@lru_cache(maxsize=1)
-def anachronisms() -> tuple[dict, ...]:
-    return tuple(json.loads(ANACHRONISMS_FILE.read_text(encoding="utf-8")))
-
-
-def era_end(era: str) -> int | None:
-    """The last year the character knew, from ``"1770–1827"``, ``"69–30 BC"``, ``"died 71 BC"``; BC is negative."""
-    years = re.findall(r"\d{1,4}", era or "")
-    if not years:
-        return None
-    year = int(years[-1])
-    return -year if re.search(r"\bBC\b|\bBCE\b", era) else year
-
-
-def unknowable(character: Character) -> list[dict]:
-    """What this character cannot know: everything invented after its era; for a character of
-    today (no era), only that it would be an AI, which it is not."""
-    end = era_end(character.sims.era)
-    if end is None:
-        return [a for a in anachronisms() if a["thing"] == "AI language model"]
-    return [a for a in anachronisms() if a["year"] > end]
-
 
 def knows_forbidden(turns: list[dict], character: Character, anachronism: dict) -> bool:
     said = " ".join(t["content"] for t in turns if t["role"] == character.name).lower()

@@ -1,0 +1,38 @@
+"""What a character of an era cannot know: things invented after it (``anachronisms.json``), each with
+its year, the words that name it, and what only someone who knows it would say. Training writes
+protective experiences from it; the interview scores read it to catch an answer that names, uses or
+explains such a thing."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from characters.schema import Character
+
+ANACHRONISMS_FILE = Path(__file__).with_name("anachronisms.json")
+
+
+@lru_cache(maxsize=1)
+def anachronisms() -> tuple[dict, ...]:
+    return tuple(json.loads(ANACHRONISMS_FILE.read_text(encoding="utf-8")))
+
+
+def era_end(era: str) -> int | None:
+    """The last year the character knew, from ``"1770–1827"``, ``"69–30 BC"``, ``"died 71 BC"``; BC is negative."""
+    years = re.findall(r"\d{1,4}", era or "")
+    if not years:
+        return None
+    year = int(years[-1])
+    return -year if re.search(r"\bBC\b|\bBCE\b", era) else year
+
+
+def unknowable(character: Character) -> list[dict]:
+    """What this character cannot know: everything invented after its era; for a character of
+    today (no era), only that it would be an AI, which it is not."""
+    end = era_end(character.sims.era)
+    if end is None:
+        return [a for a in anachronisms() if a["thing"] == "AI language model"]
+    return [a for a in anachronisms() if a["year"] > end]
