@@ -1,8 +1,7 @@
 """Protective experiences (Character-LLM): someone asks the character about what it cannot know,
 and it stays ignorant of it, in character. What a character cannot know comes from
 ``characters/anachronisms.json`` and its era (``characters.era``); when the generator writes no usable
-protective experience, a
-template one in the character's voice takes its place."""
+protective experience, a template one in the character's voice takes its place."""
 
 from __future__ import annotations
 
