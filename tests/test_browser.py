@@ -129,7 +129,8 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
 
     run_id = runs[0].parent.parent.name
 
-    # Interview: the base model and the new adapter, side by side. Opening the tab lists the adapter
+    # Interview: the base model and the new adapter, each without and with memory (four columns), side by
+    # side. Opening the tab lists the adapter
     # trained since the page loaded (no Refresh); Ada has no shipped set, so she gets a file of two questions.
     tab(page, "Interview")
     page.get_by_label(run_id, exact=True).check()
@@ -143,11 +144,12 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
     expect(page.get_by_label("Question set")).to_have_value("the uploaded file")
     page.get_by_role("button", name="Run the interview").click()
     try:
-        page.get_by_text(re.compile(r"Done: 2 questions × 2 model")).wait_for(timeout=300_000)
+        page.get_by_text(re.compile(r"Done: 2 questions × 4 model")).wait_for(timeout=300_000)
     finally:
         shot(page, "5-interview")
     answers = page.get_by_label(re.compile("Answers side by side"))
     expect(answers).to_contain_text("What is the name of your cat?")
+    expect(answers).to_contain_text(f"{run_id} + memory")
     assert list((data / "interviews").glob("*/*/comparison.md")), "the interview saved no comparison"
 
     # Chat lists the new adapter as soon as the tab opens.
