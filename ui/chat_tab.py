@@ -17,9 +17,9 @@ from characters.meta_prompt import DEFAULT_USER, replace_macros
 from characters.scenes import INTERVIEW, Scene, scene_catalogue, scene_from
 from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
+from engine.memory import memory_of
 from engine.messages import MAX_MESSAGE_CHARS, check_text, conversation
 from engine.options import CHAT_DEFAULTS
-from engine.memory import memory_of
 from engine.roleplay import client_turn, stream_turn, turn_messages
 from ui.errors import shown
 
