@@ -41,11 +41,14 @@ def second_app(app_url, tmp_path_factory):
 
 def test_the_front_app_chats_as_the_serving_app_does(app_url, second_app, adapter_dir):
     """The same character, scene, adapter and greedy settings: the same reply from the app that holds
-    the model and from the app that only reaches it, so the meta prompt and scene travel as messages."""
+    the model and from the app that only reaches it, so the meta prompt and scene travel as messages.
+    (Memory needs the model's hidden states, which only the serving app has: the front app answers
+    without it, so the comparison is without memory.)"""
     serving = Client(app_url[0], verbose=False)
     for adapter in ("", "random-lora"):
-        args = ("Where do you live?", [], "Socrates", "Philosophers' symposium", "", adapter, "Anna", 0.0, 16, -1)
+        args = ("Where do you live?", [], "Socrates", "Philosophers' symposium", "", adapter, "Anna", 0.0, 16, -1, False)
         assert second_app.predict(*args, api_name="/chat") == serving.predict(*args, api_name="/chat"), adapter
+    assert second_app.predict("Where do you live?", [], "Socrates", max_new_tokens=8, api_name="/chat").strip()
     assert "random-lora" in second_app.predict(api_name="/adapters")
 
 
