@@ -345,8 +345,10 @@ class ChatTab:
                     other = gr.Dropdown([NOBODY, *names], value=NOBODY, label="Second character")
                     turns = gr.Slider(1, MAX_PLAY_TURNS, value=4, step=1, label="Turns to play")
                     play = gr.Button("Play N turns")
-                memory = gr.Checkbox(True, label="Memory: bring the character's facts and profile lines "
-                                                   "nearest your message into the prompt")
+                local = memory_of(self.engine) is not None  # a remote engine has no hidden states to search with
+                memory = gr.Checkbox(local, interactive=local,
+                                     label="Memory: bring the character's facts and profile lines nearest your "
+                                           "message into the prompt" + ("" if local else " (needs the local engine)"))
                 with gr.Accordion("Sampling", open=False):
                     sampling = sampling_controls()
                 with gr.Accordion("Saved chats", open=False):
