@@ -64,7 +64,6 @@ class Memory:
     def __init__(self, engine):
         self.engine = engine
         self._indexes: OrderedDict[str, _Index] = OrderedDict()
-        self._lock = threading.Lock()
         self._building = threading.Lock()  # a classroom opening one character builds its vectors once
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
@@ -76,15 +75,13 @@ class Memory:
             return None
         key = hashlib.sha256("\n".join(f"{k}\t{t}" for k, t in items).encode()).hexdigest()
         with self._building:
-            with self._lock:
-                if key in self._indexes:
-                    self._indexes.move_to_end(key)
-                    return self._indexes[key]
+            if key in self._indexes:
+                self._indexes.move_to_end(key)
+                return self._indexes[key]
             built = _Index(items, self._embed([text for _, text in items]))
-            with self._lock:
-                self._indexes[key] = built
-                while len(self._indexes) > INDEXES_KEPT:
-                    self._indexes.popitem(last=False)
+            self._indexes[key] = built
+            while len(self._indexes) > INDEXES_KEPT:
+                self._indexes.popitem(last=False)
             return built
 
     def recall(self, character: Character, query: str, k: int = TOP_K) -> list[Recollection]:
