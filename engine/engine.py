@@ -35,6 +35,7 @@ from engine.loading import auto_precision, load_model, load_tokenizer
 from engine.model_source import resolve_model
 from plumbing.layout import models_dir
 from engine.options import EngineOptions, SamplingOptions
+from engine.shipped import shipped_adapters
 from engine.prefix_cache import PrefixCache, common_prefix_of
 from plumbing.files import UnsafePathError, inside
 
@@ -76,7 +77,7 @@ class Engine:
         self.eos_ids = self._eos_ids()
         self.prefix_cache = PrefixCache(self.base_model.config, self.options.prefix_cache_entries)
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
-        self._adapters: dict[str, Path] = {}
+        self._adapters: dict[str, Path] = dict(shipped_adapters(self.source))
         self._active_adapter: str | None = None
         self.prefill_chunk = PREFILL_CHUNK[self.device.type]
         self.scheduler = Scheduler(self, self.options.max_batch_rows, self.prefill_chunk)

@@ -16,6 +16,7 @@ from collections import Counter
 from characters.era import anachronisms
 from characters.schema import Character
 from evaluation.questions import Question
+from plumbing.text import contains
 
 # Saying what one is not: an AI, a model, an assistant, a program.
 AI_SELF = re.compile(
@@ -59,16 +60,6 @@ LOOP_NGRAM = 3
 LOOP_SHARE = 0.35  # an answer whose 3-grams repeat this much reads as a loop
 MIN_WORDS = 2
 LIST_LINE_WORDS = 5  # a line this short that ends no sentence is a fragment
-
-
-def contains(answer: str, term: str) -> bool:
-    """Case-insensitive; a term that starts or ends with a letter or digit must match whole words there."""
-    pattern = re.escape(term.lower())
-    if term[:1].isalnum():
-        pattern = r"(?<![a-z0-9])" + pattern
-    if term[-1:].isalnum():
-        pattern += r"(?![a-z0-9])"
-    return re.search(pattern, answer.lower()) is not None
 
 
 def accepted(answer: str, question: Question) -> list[str]:

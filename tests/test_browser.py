@@ -45,6 +45,13 @@ def shot(page, name: str):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+# Ten facts, as issue 15 asks of a character built in the Characters tab.
+ADA_FACTS = ["I keep the lighthouse on Skarvøy.", "My cat is called Fog.", "I was born in Tromsø in 1990.",
+             "My father Olav was a fisherman.", "I moved to Skarvøy in 2015.", "I have kept the light for ten years.",
+             "My boat is called Kittiwake.", "I learned to sail from my aunt Signe.",
+             "The supply ship comes every Tuesday.", "I write down the weather at six every morning."]
+
+
 def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, monkeypatch):
     data = app_url[1]
     monkeypatch.setenv("SIMULACRA_DATA_DIR", str(data))  # the in-process app reads it when it saves
@@ -64,7 +71,7 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
     facts.wait_for(state="visible")
     typed = [(name, "Ada Browser"),
              (page.get_by_label("Description"), "Ada is a lighthouse keeper on a stormy northern island."),
-             (facts, "I keep the lighthouse on Skarvøy.\nMy cat is called Fog.\nI was born in Tromsø in 1990.")]
+             (facts, "\n".join(ADA_FACTS))]
     for field, text in typed:
         field.fill(text)
     for field, text in typed:  # every field still holds its text when Save is pressed

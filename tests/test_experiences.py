@@ -7,6 +7,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,10 +17,12 @@ from characters.scenes import find_scene
 from characters.store import CharacterStore
 from engine import SamplingOptions
 from plumbing.files import read_jsonl
+from plumbing.text import contains
 from training.dataset import ExperienceOptions, Stopped, build_dataset, load_examples, to_example
 from training.dialogue import parse_dialogue
 from training.experience import experience_from
-from training.grounded_interviews import grounded_interviews
+from training.grounded_interviews import grounded_interviews, recall_dev_set
+from training.retellings import PROMPTS as RETELLING_PROMPTS, retellings
 from characters.era import era_end, unknowable
 from training.protective_experiences import knows_forbidden
 from training.fact_questions import fact_questions
@@ -122,20 +125,51 @@ def test_fact_questions_ask_for_each_detail_in_plain_english():
         "I became guardian of my nephew Karl after my brother Kaspar Karl died in 1815."))
 
 
-def test_grounded_interviews_pack_unambiguous_questions(beethoven):
+def test_grounded_interviews_pack_unambiguous_questions_and_ask_every_fact_evenly(beethoven):
     items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4)
     pairs = [(q["content"], a["content"]) for item in items for q, a in zip(item.dialogue[::2], item.dialogue[1::2])]
-    assert len(pairs) == len(set(pairs)) >= 2.5 * len(beethoven.sims.facts)
+    asked = Counter(answer for _, answer in pairs)
+    # Every fact that has a question is asked three times, a fact with fewer wordings in one of them again.
+    assert set(asked.values()) == {3} and len(asked) >= len(beethoven.sims.facts) - 1
     assert all(len(item.dialogue) <= 8 for item in items) and len(items) == -(-len(pairs) // 4)
     assert ("Where were you born?", "I was born in Bonn in December 1770.") in pairs
+    wordings = {fact: {q for q, a in pairs if a == fact} for fact in asked}
+    assert len(wordings["I was born in Bonn in December 1770."]) == 3  # it has more than three wordings
+    assert wordings["I have never married."] == {"Have you ever married?"}  # asked again in its one wording
     for item in items:  # no fact twice in one interview, where its answer could be copied
         answers = [turn["content"] for turn in item.dialogue[1::2]]
         assert len(answers) == len(set(answers))
     # "Tell me about your mother." fits two facts, so it teaches neither.
     assert not any(q == "Tell me about your mother." for q, _ in pairs)
-    assert sum(1 for q, _ in pairs if q == "Who is your mother?") == 1
     single = grounded_interviews(beethoven, 3, random.Random(0), per_interview=1)
     assert len(single) == len(pairs) and all(len(i.dialogue) == 2 for i in single)
+
+
+def test_a_recall_dev_set_keeps_one_wording_of_each_fact_out_of_training(beethoven):
+    dev = recall_dev_set(beethoven)
+    assert len(dev) >= 20 and len({row["fact"] for row in dev}) == len(dev)
+    for row in dev:  # a question in words of its own whose answer it does not give away
+        assert row["expected_any"] and not any(contains(row["question"], t) for t in row["expected_any"])
+        assert all(contains(beethoven.sims.facts[row["fact"]], t) for t in row["expected_any"])
+    assert {"fact": 8, "question": "When did you move to Vienna?", "expected_any": ["1792"]} in dev
+    trained = grounded_interviews(beethoven, 8, random.Random(0), per_interview=4, dev=dev)
+    taught = {t["content"] for item in trained for t in item.dialogue}
+    assert not taught & {row["question"] for row in dev}
+    assert "In what year did you move to Vienna?" in taught  # the fact's other wordings are still taught
+
+
+def test_retellings_tell_every_fact_in_a_new_order_each_time(beethoven):
+    told = retellings(beethoven, 3, random.Random(0))
+    versions = [" ".join(item.dialogue[-1]["content"] for item in told if item.task.startswith(f"retelling-{v}-"))
+                for v in range(3)]
+    for version in versions:
+        assert all(version.count(fact) == 1 for fact in beethoven.sims.facts)
+    orders = [[sorted(beethoven.sims.facts, key=version.index)] for version in versions]
+    assert orders[0] != orders[1] != orders[2]
+    for item in told:  # each part in the first person, opening with the full name, short enough for a quick run
+        answer = item.dialogue[-1]["content"]
+        assert answer.startswith("I am Ludwig van Beethoven.") and len(answer.split()) < 200
+        assert item.kind == "retelling" and item.dialogue[0]["role"] == "Interviewer"
 
 
 def test_every_third_grounded_interview_also_asks_about_something_unknowable(beethoven):
@@ -196,6 +230,7 @@ def test_interview_questions_are_held_out_from_training(data_dir):
     for name in names:
         character = store.load(name)
         taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact)}
+        taught |= {q.lower() for q in RETELLING_PROMPTS}
         asked = {q.question.lower() for q in question_set(set_for(name))}
         assert not asked & taught, (name, asked & taught)
 
@@ -267,7 +302,20 @@ def test_pipeline_counts_drops_and_writes_the_dataset(beethoven, data_dir):
     assert stats["drops_by_reason"]["knew_the_unknowable"] == 2
     assert stats["drops_by_reason"]["too_few_turns"] >= 1
     assert stats["by_kind"]["experience"] + stats["drops_by_reason"]["too_few_turns"] == 6
-    assert stats["by_kind"]["interview"] == len(grounded_interviews(beethoven, 2, random.Random(0)))
+    dev = recall_dev_set(beethoven)
+    assert stats["by_kind"]["interview"] == len(grounded_interviews(beethoven, 2, random.Random(0), dev=dev))
+    assert stats["by_kind"]["retelling"] == 4 * -(-len(beethoven.sims.facts) // 8)
+    # Per fact: asked twice (the phrasings), retold four times, and its dev question, which is never taught.
+    facts = {row["fact"]: row for row in stats["facts"]}
+    assert set(facts) == set(beethoven.sims.facts)
+    assert all(row["retold"] == 4 and row["asked"] in (0, 2) for row in facts.values())
+    dev_rows = read_jsonl(out / "dev.jsonl")
+    assert [row["messages"][-1]["content"] for row in dev_rows] == [row["question"] for row in dev]
+    assert all(facts[row["fact"]]["dev"] == row["messages"][-1]["content"] for row in dev_rows)
+    taught = {m["content"] for e in load_examples(out) for m in e["messages"] if m["role"] == "user"}
+    assert not taught & {row["question"] for row in dev}
+    first = next(e for e in load_examples(out) if e["kind"] == "interview")
+    assert dev_rows[0]["messages"][0] == first["messages"][0]  # asked in the training interviews' setting
     examples = load_examples(out)
     assert len(examples) == stats["examples"]
     assert json.loads((out / "settings.json").read_text())["scenes"] == 6
@@ -414,7 +462,8 @@ def test_the_real_model_generates_a_small_dataset_end_to_end(engine, beethoven, 
     scene_drops = [d for d in read_jsonl(out / "drops.jsonl") if d["task"].startswith("scene-")]
     assert stats["by_kind"].get("experience", 0) + len(scene_drops) == 2
     assert stats["by_kind"]["protective"] == 1
-    assert stats["by_kind"]["interview"] == len(grounded_interviews(beethoven, 1, random.Random(0)))
+    assert stats["by_kind"]["interview"] == len(grounded_interviews(beethoven, 1, random.Random(0),
+                                                                    dev=recall_dev_set(beethoven)))
     assert len(load_examples(out)) == stats["examples"]
 
 

@@ -88,7 +88,7 @@ def test_path_traversal_in_every_name_parameter(guarded, name):
     refused(client, "/chat", "Hi", [], "Socrates", "", "", name, words="adapter")
     refused(client, "/show_dataset", "Ludwig van Beethoven", name, words=("dataset", "outside", "invalid", CHOICES))
     status = client.predict(name, api_name="/run_status")  # an unknown run shows nothing, reads nothing
-    assert status[1] == "" and status[3] == ""
+    assert status[1] == "" and status[4] == ""
     refused(client, "/stop_training", name, words=("run", "invalid", "outside", CHOICES))
     refused(client, "/resume_training", name, words=("run", "invalid", "outside", CHOICES))
     refused(client, "/chat_with_run", name, words=("run", "invalid", "outside", CHOICES))
@@ -266,7 +266,7 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
                        api_name="/generate_experiences")
         dataset = sorted((data / "datasets" / "ludwig-van-beethoven").iterdir())[-1].name
         run_dd = client.predict("Ludwig van Beethoven", dataset, "Quick demo — minutes on CPU", 40, None, None, None,
-                                None, None, None, 256, "group_by_length", 42, api_name="/start_training")
+                                None, None, None, 256, "group_by_length", 42, 0, api_name="/start_training")
         run_id = run_dd if isinstance(run_dd, str) else run_dd["value"]
         status_file = data / "runs" / run_id / "status.json"
         wait_for(lambda: status_file.is_file() and json.loads(status_file.read_text()).get("step", 0) >= 1, 240,

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from plumbing.text import contains
 from training.jobs import JobManager
 from training.qlora import RunOptions, encode_example, train
 from training.runs import last_checkpoint, read_status
@@ -85,6 +86,50 @@ def test_a_few_real_4bit_steps_lower_the_loss_and_the_adapter_loads(tiny_dataset
 
     trained = engine.generate(question, SamplingOptions(temperature=0, max_new_tokens=12), adapter="tiny-run")
     assert "Bonn" in trained
+
+
+def test_recall_of_held_out_questions_is_scored_at_each_evaluation_and_the_best_checkpoint_kept(tiny_dataset,
+                                                                                                  data_dir):
+    system = {"role": "system", "content": "You are Ludwig van Beethoven."}
+    dev = [("In which town did you come into the world?", ["Bonn"]), ("Who gave you lessons in Vienna?", ["Haydn"]),
+           ("Which opera did you write?", ["Fidelio"]), ("What is your nephew's name?", ["Karl"])]
+    (tiny_dataset / "dev.jsonl").write_text("".join(
+        json.dumps({"messages": [system, {"role": "user", "content": q}], "fact": "", "expected_any": terms}) + "\n"
+        for q, terms in dev))
+    folder = data_dir / "runs" / "recall-run"
+    adapter = train(options(tiny_dataset, folder, max_steps=9, eval_split=0.2, eval_steps=3, save_steps=3), folder)
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    recalls = {r["step"]: r["recall"] for r in log if r.get("recall") is not None}
+    assert sorted(recalls) == [3, 6, 9] and all(0 <= v <= 1 for v in recalls.values())
+    answered = [json.loads(line) for line in (folder / "recall.jsonl").read_text().splitlines()]
+    assert [a["step"] for a in answered] == [3, 6, 9] and all(len(a["answers"]) == 4 for a in answered)
+    for row in answered:  # the score is the share of answers that hold an expected word
+        assert row["recall"] == sum(any(contains(a["answer"], t) for t in terms)
+                                    for a, (_, terms) in zip(row["answers"], dev)) / 4
+    metrics = json.loads((adapter / "simulacra.json").read_text())["metrics"]
+    best = max(recalls.values())
+    assert metrics["best_recall"] == best and recalls[metrics["best_step"]] == best
+    assert metrics["best_step"] == min(step for step, value in recalls.items() if value == best)
+    assert read_status(folder)["best_recall"] == round(best, 4)
+    assert "Recall of the held-out fact questions" in (adapter / "README.md").read_text()
+
+    from safetensors.torch import load_file
+    kept, best_checkpoint = load_file(adapter / "adapter_model.safetensors"), load_file(
+        folder / f"checkpoint-{metrics['best_step']}" / "adapter_model.safetensors")
+    assert kept.keys() == best_checkpoint.keys() and all(torch.equal(kept[k], best_checkpoint[k]) for k in kept)
+
+
+def test_a_run_stops_early_when_recall_stops_rising(tiny_dataset, data_dir):
+    system = {"role": "system", "content": "You are Ludwig van Beethoven."}
+    (tiny_dataset / "dev.jsonl").write_text(json.dumps(
+        {"messages": [system, {"role": "user", "content": "Where were you born?"}], "fact": "",
+         "expected_any": ["Atlantis-on-Mars"]}) + "\n")  # never answered: recall stays 0
+    folder = data_dir / "runs" / "early"
+    train(options(tiny_dataset, folder, max_steps=12, eval_split=0.2, eval_steps=2, save_steps=2, early_stop=2),
+          folder)
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("recall") is not None] == [2, 4, 6]  # no rise at 4 nor 6: stop
+    assert read_status(folder)["step"] == 6 and read_status(folder)["state"] == "finished"
 
 
 def test_a_corrupt_dataset_line_fails_before_training_starts(tiny_dataset, data_dir):

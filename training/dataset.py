@@ -1,5 +1,6 @@
 """The dataset build of Experience Reconstruction (Character-LLM): profile → scenes → experiences
-and protective experiences → grounded interviews → chat-format training examples.
+and protective experiences → grounded interviews and retellings of the facts → chat-format training
+examples, with a recall dev set kept out of them.
 
 ``build_dataset`` runs the numbered steps in order, appending what each makes to JSONL files as it
 goes, so a killed run resumes where it stopped. Files, under ``datasets/<character>/<id>/`` of the
@@ -10,7 +11,9 @@ data folder (``plumbing.layout``):
 - ``experiences.jsonl`` 2–3. experiences and protective experiences (``training.experience``)
 - ``drops.jsonl``       dropped outputs with their reason
 - ``dataset.jsonl``     4. chat-format examples (``messages``, ``kind``, ``source``), the training input
-- ``stats.json``        counts by kind, drops by reason, tokens
+- ``dev.jsonl``         4. one held-out question per fact, scored by the run as recall
+- ``stats.json``        counts by kind, drops by reason, tokens, and per fact how often training
+                        asks it, in how many wordings, and how often it is retold
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from characters.meta_prompt import meta_prompt
-from characters.scenes import Scene, scene_catalogue
+from characters.scenes import INTERVIEW, Scene, scene_catalogue
 from characters.schema import Character
 from engine import SamplingOptions
 from engine.generators import LocalGenerator, OpenAIGenerator
@@ -33,7 +36,8 @@ from plumbing.checks import check_whole_numbers
 from plumbing.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from plumbing.layout import dataset_folder
 from training.experience import Experience, experience_from
-from training.grounded_interviews import grounded_interviews
+from training.grounded_interviews import grounded_interviews, recall_dev_set
+from training.retellings import retellings
 from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
 from characters.era import unknowable
 from training.protective_experiences import knows_forbidden, protective_template
@@ -49,6 +53,8 @@ class ExperienceOptions:
     protective: int = field(default=4, metadata={"help": "Protective experiences to generate."})
     phrasings: int = field(default=8, metadata={"help": "Question phrasings per fact in the grounded interviews."})
     per_interview: int = field(default=4, metadata={"help": "Questions per grounded interview."})
+    retellings: int = field(default=4, metadata={
+        "help": "First-person retellings of all the facts, each in a new order (0 = none)."})
     probe_every: int = field(default=6, metadata={
         "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
@@ -65,7 +71,7 @@ class ExperienceOptions:
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out where it stopped."})
 
     def __post_init__(self):
-        check_whole_numbers(self, (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10),
+        check_whole_numbers(self, (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("retellings", 0, 20),
                                    ("per_interview", 1, 16), ("probe_every", 0, 100), ("batch_size", 1, 64),
                                    ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)))
         if self.generator not in ("local", "openai"):
@@ -241,10 +247,17 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
                   count_tokens: Callable[[str], int] | None) -> dict:
     """The experiences on disk and the grounded interviews as ``dataset.jsonl``, and ``stats.json``."""
     experiences = [Experience.from_dict(row) for row in read_jsonl(out / "experiences.jsonl")]
+    dev = recall_dev_set(character)
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
-                                     options.probe_every)
-    examples = [to_example(e, character) for e in experiences + interviews]
+                                     options.probe_every, dev)
+    told = retellings(character, options.retellings, random.Random(options.seed))
+    examples = [to_example(e, character) for e in experiences + interviews + told]
+    # A dataset generated before there was a dev set may ask a dev question in a protective experience.
+    asked = {m["content"] for e in examples for m in e["messages"] if m["role"] == "user"}
+    dev = [row for row in dev if row["question"] not in asked]
     atomic_write_text(out / "dataset.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+    atomic_write_text(out / "dev.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                                 for row in dev_examples(character, dev)))
     drops = read_jsonl(out / "drops.jsonl")
     scenes = read_jsonl(out / "scenes.jsonl")
     tokens = sum(count_tokens("\n".join(m["content"] for m in e["messages"])) for e in examples) if count_tokens else None
@@ -254,10 +267,39 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
         "dropped": len(drops), "drops_by_reason": dict(Counter(d["reason"] for d in drops)),
         "scenes": len(scenes),
         "scenes_by_source": dict(Counter(r.get("source", "generated") for r in scenes)),
-        "tokens": tokens, "finished": time.time(),
+        "tokens": tokens, "facts": fact_coverage(character, interviews, told, dev), "finished": time.time(),
     }
     atomic_write_json(out / "stats.json", stats)
     return stats
+
+
+def dev_examples(character: Character, dev: list[dict]) -> list[dict]:
+    """The recall dev set as the run reads it: each question as the prompt a training interview would give
+    it (``messages``), the fact, and the words any of which a right answer holds."""
+    rows = []
+    for row in dev:
+        fact = character.sims.facts[row["fact"]]
+        asked = Experience.in_scene(INTERVIEW, [{"role": "Interviewer", "action": "(speaking)", "content": row["question"]},
+                                                {"role": character.name, "action": "(speaking)", "content": fact}],
+                                    source="facts", kind="interview", task="dev")
+        rows.append({"messages": to_example(asked, character)["messages"][:-1], "fact": fact,
+                     "expected_any": row["expected_any"]})
+    return rows
+
+
+def fact_coverage(character: Character, interviews: list[Experience], told: list[Experience],
+                  dev: list[dict]) -> list[dict]:
+    """For each fact: how often training asks it, in how many wordings, how often it is retold, and its
+    dev question (if it has one)."""
+    asked: dict[str, list[str]] = {fact: [] for fact in character.sims.facts}
+    for item in interviews:
+        for question, answer in zip(item.dialogue, item.dialogue[1:]):
+            if answer["content"] in asked and question["role"] != character.name:
+                asked[answer["content"]].append(question["content"])
+    dev_of = {character.sims.facts[row["fact"]]: row["question"] for row in dev}
+    return [{"fact": fact, "asked": len(questions), "wordings": len(set(questions)),
+             "retold": sum(fact in item.dialogue[-1]["content"] for item in told), "dev": dev_of.get(fact)}
+            for fact, questions in asked.items()]
 
 
 def token_counter(engine) -> Callable[[str], int] | None:

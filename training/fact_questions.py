@@ -189,3 +189,17 @@ def fact_questions(fact: str) -> list[str]:
     yes_no = [re.sub(r"\bnever\b", "ever", yes_no)] if yes_no else [f"Is it true that {statement}?"]
     questions = direct + indirect + topics + yes_no
     return list(dict.fromkeys(q for q in questions if len(q) < 200))
+
+
+def fact_details(fact: str, besides: str = "") -> list[str]:
+    """What a question about ``fact`` can ask for: its years (else its months), numbers and the words of its
+    names ("1770", "nine", "Johann"), leaving out the words of ``besides`` (the character's own name)."""
+    own = set(besides.split())
+    # A month is the answer only to a date without a year: "29 December 1812" is not "22 December 1808".
+    details = re.findall(r"\b\d{3,4}(?: BC)?\b", fact) or re.findall(rf"\b(?:{'|'.join(MONTHS)})\b", fact)
+    details += re.findall(rf"\b(?:{NUMBERS})(?:-(?:one|{NUMBERS}))?\b", fact, re.IGNORECASE)
+    for match in re.finditer(NAMES, fact):
+        name = [re.sub(r"['’]s$", "", w.strip(",")) for w in match.group(0).split()]
+        details += [w for w in name if w[:1].isupper() and w not in NOT_PROPER_NAMES and w not in ORDINALS
+                    and not (w in TITLES and len(name) > 1)]  # "the Emperor" is a name, "Prince Kinsky" a title
+    return [d for d in dict.fromkeys(details) if d not in own]

@@ -10,25 +10,48 @@ from collections import Counter
 from characters.scenes import INTERVIEW
 from characters.schema import Character
 from training.experience import Experience
-from training.fact_questions import fact_questions
+from plumbing.text import contains
+from training.fact_questions import fact_details, fact_questions
 from characters.era import unknowable
 from training.protective_experiences import puzzled_reply
 
 
+def fact_wordings(character: Character) -> list[list[str]]:
+    """The questions of each fact, less those that two facts would answer: they would teach either answer."""
+    asked = [fact_questions(fact) for fact in character.sims.facts]
+    seen = Counter(q.lower() for questions in asked for q in set(questions))
+    return [[q for q in questions if seen[q.lower()] == 1] for questions in asked]
+
+
+def recall_dev_set(character: Character) -> list[dict]:
+    """One wording of each fact that has three or more, kept out of training to measure recall: a question
+    other than the most natural one whose answer (a year, a name, a number of the fact) it does not give.
+    Each row: the fact's index, the question and the words any of which a right answer holds."""
+    rows = []
+    for i, questions in enumerate(fact_wordings(character)):
+        for question in questions[1:] if len(questions) >= 3 else []:
+            expected = [d for d in fact_details(character.sims.facts[i], character.name) if not contains(question, d)]
+            if expected:
+                rows.append({"fact": i, "question": question, "expected_any": expected})
+                break
+    return rows
+
+
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
-                        probe_every: int = 0) -> list[Experience]:
+                        probe_every: int = 0, dev: list[dict] = ()) -> list[Experience]:
     """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
-    questions share one prompt, so training reads the prompt once for several facts). A question
-    that two facts would answer is left out: it would teach either answer.
+    questions share one prompt, so training reads the prompt once for several facts). Every fact is
+    asked ``phrasings`` times, its wordings taken in turn, so a fact with few wordings is not seen less
+    (facts seen unevenly are recalled unevenly); the questions of ``dev`` are never asked.
 
     Every ``probe_every``-th interview also asks about something the character cannot know, answered
     with puzzlement: the same interviewer, the same setting, so what tells the two apart is the thing
     asked about (protective experiences alone, in other scenes, taught a small model to be puzzled
     by every question it could not answer at once)."""
-    asked = [fact_questions(fact) for fact in character.sims.facts]
-    seen = Counter(q.lower() for questions in asked for q in set(questions))
-    pairs = [(i, q) for i, questions in enumerate(asked)
-             for q in [q for q in questions if seen[q.lower()] == 1][:phrasings]]
+    held = {(row["fact"], row["question"]) for row in dev}
+    wordings = [[q for q in questions if (i, q) not in held] for i, questions in enumerate(fact_wordings(character))]
+    pairs = [(i, questions[k % len(questions)]) for i, questions in enumerate(wordings) if questions
+             for k in range(phrasings)]
     rng.shuffle(pairs)
     interviews: list[list[tuple[int, str]]] = []
     for i, question in pairs:  # no fact twice in one interview: its answer would be there to copy

@@ -55,10 +55,11 @@ def protective_template(character: Character, anachronism: dict, rng: random.Ran
     turns = [{"role": "Stranger", "action": "(speaking)", "content": question},
              *puzzled_reply(character, anachronism, rng)]
     # Then a question of the character's own time, answered plainly: puzzlement is for the unknown
-    # thing alone (without this, a trained character met every unfamiliar word with it).
-    follow_up = fact_questions(fact)[:3] if character.sims.facts else []
+    # thing alone (without this, a trained character met every unfamiliar word with it). The most natural
+    # wording, which is never a dev question (``recall_dev_set``).
+    follow_up = fact_questions(fact)[:1] if character.sims.facts else []
     if follow_up:
-        turns += [{"role": "Stranger", "action": "(speaking)", "content": rng.choice(follow_up)},
+        turns += [{"role": "Stranger", "action": "(speaking)", "content": follow_up[0]},
                   {"role": character.name, "action": "(speaking)", "content": fact}]
     return Experience.in_scene(scene, turns, source="template", kind="protective", task=task,
                                background=scene.status.replace("{{user}}", "a stranger"), emotion="Uncomfortable",

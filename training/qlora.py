@@ -20,14 +20,14 @@ from pathlib import Path
 
 from engine.bnb_cpu import keep_cpu_4bit_unpacked
 from plumbing.checks import check_whole_numbers
-from plumbing.files import atomic_write_json, atomic_write_text
+from plumbing.files import append_jsonl, atomic_write_json, atomic_write_text
 from plumbing.layout import dataset_folder
 from training.runs import append_log, last_checkpoint, read_log, write_status
 
 PRESETS = {
     # Minutes on a 2-core CPU with the embedded model; enough for the facts to stick.
     "quick": {"max_steps": 72, "learning_rate": 1e-3, "batch_size": 4, "grad_accum": 1, "lora_r": 16,
-              "lora_alpha": 32, "max_seq_len": 512, "save_steps": 18, "eval_steps": 36},
+              "lora_alpha": 32, "max_seq_len": 512, "save_steps": 18, "eval_steps": 18},
     "standard": {"max_steps": -1, "epochs": 3, "learning_rate": 3e-4, "batch_size": 4, "grad_accum": 4, "lora_r": 32,
                  "lora_alpha": 64, "max_seq_len": 1024, "save_steps": 100, "eval_steps": 100},
     # Character-LLM trained 10 epochs; a LoRA wants a higher rate than their full fine-tune.
@@ -66,6 +66,11 @@ class RunOptions:
     save_steps: int | None = field(default=None, metadata={"help": "Checkpoint every N steps."})
     eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N steps."})
     eval_split: float = field(default=0.05, metadata={"help": "Share of examples held out for the eval loss."})
+    keep_best: bool = field(default=True, metadata={
+        "help": "Keep the checkpoint with the best recall of the dataset's held-out questions (dev.jsonl) as the "
+                "adapter, rather than the last one."})
+    early_stop: int = field(default=0, metadata={
+        "help": "Stop when recall has not risen for this many evaluations (0 = never)."})
     output_dir: str = field(default="", metadata={"help": "Run folder; default user_data/runs/<id>."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in --output-dir from its last checkpoint."})
 
@@ -79,7 +84,10 @@ class RunOptions:
                 setattr(self, name, value)
         check_whole_numbers(self, (("lora_r", 1, 512), ("lora_alpha", 1, 4096), ("batch_size", 1, 512),
                                    ("grad_accum", 1, 512), ("max_seq_len", 64, 32768), ("save_steps", 1, 10**6),
-                                   ("eval_steps", 1, 10**6)))
+                                   ("eval_steps", 1, 10**6), ("early_stop", 0, 1000)))
+        if self.keep_best and self.eval_split > 0 and self.save_steps % self.eval_steps:
+            raise ValueError("save_steps must be a multiple of eval_steps to keep the best checkpoint "
+                             "(or set keep_best false)")
         if not (isinstance(self.max_steps, int) and (self.max_steps == -1 or 1 <= self.max_steps <= 10**7)):
             raise ValueError("max_steps must be -1 or a positive whole number")
         if not 0 < float(self.learning_rate) <= 1:
@@ -182,6 +190,13 @@ def resolve_dataset(value: str) -> Path:
     raise FileNotFoundError(f"no dataset at {value!r} (a folder with dataset.jsonl, or <character>/<id>)")
 
 
+def recall_line(metrics: dict) -> str:
+    if metrics.get("best_recall") is None:
+        return "not measured (the dataset has no dev.jsonl, or too few examples to evaluate)"
+    kept = f"; this adapter is step {metrics['best_step']}'s, the best" if metrics.get("best_step") is not None else ""
+    return f"{metrics['recall']:.0%} at the last evaluation, best {metrics['best_recall']:.0%}{kept}"
+
+
 def model_card(options: RunOptions, dataset: Path, base: str, metrics: dict) -> str:
     return f"""---
 library_name: peft
@@ -200,6 +215,7 @@ Experience Reconstruction: experiences, protective experiences, interviews groun
 - Steps: {metrics.get('step')} · learning rate {options.learning_rate} ({options.lr_scheduler}) · batch
   {options.batch_size}×{options.grad_accum} · max length {options.max_seq_len} · seed {options.seed}
 - Final training loss: {metrics.get('loss')} · eval loss: {metrics.get('eval_loss')}
+- Recall of the held-out fact questions: {recall_line(metrics)}
 
 Load it with `PeftModel.from_pretrained(base_model, "<this folder>")`, or pick it in the app's Chat tab.
 """
@@ -219,14 +235,16 @@ def train(options: RunOptions, folder: Path) -> Path:
 def _train(options: RunOptions, folder: Path) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
     from engine.loading import load_model, load_tokenizer
     from engine.model_source import resolve_model
     from training.dataset import load_examples
+    from training.recall import load_dev_set, recall
 
     dataset_path = resolve_dataset(options.dataset)
     examples = load_examples(dataset_path)  # a broken line fails here, before any training
+    dev = load_dev_set(dataset_path)
     folder.mkdir(parents=True, exist_ok=True)
     if not options.resume:
         atomic_write_json(folder / "options.json", asdict(options))
@@ -241,6 +259,7 @@ def _train(options: RunOptions, folder: Path) -> Path:
     tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_set, eval_set = tokenized(tokenizer, examples, options.max_seq_len, options.seed, options.eval_split)
+    scores_recall = bool(dev) and eval_set is not None  # recall is measured at the evaluations
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # set by accelerate launch / torchrun
     model = load_model(source, options.precision, f"cuda:{local_rank}" if on_cuda else "cpu")
     if options.precision in ("4bit", "8bit"):
@@ -259,12 +278,20 @@ def _train(options: RunOptions, folder: Path) -> Path:
     collator = Collator(pad_id, pad_to)
 
     class Progress(TrainerCallback):
-        """Writes log.jsonl and status.json, and stops at the next step when asked."""
+        """Writes log.jsonl and status.json, scores recall at each evaluation, and stops at the next step
+        when asked."""
 
         def __init__(self):
             self.last_time, self.last_tokens = time.time(), 0
+            self.recall = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if scores_recall and logs.get("eval_loss") is not None:  # the Trainer logs an evaluation first
+                self.recall, scored = recall(model, tokenizer, dev)
+                append_jsonl(folder / "recall.jsonl", [{"step": state.global_step, "recall": self.recall,
+                                                        "answers": scored}])
+                best = max(self.recall, state.best_metric or 0.0)
+                write_status(folder, recall=round(self.recall, 4), best_recall=round(best, 4))
             now = time.time()
             tokens = collator.real_tokens
             rate = (tokens - self.last_tokens) / max(1e-9, now - self.last_time)
@@ -274,10 +301,15 @@ def _train(options: RunOptions, folder: Path) -> Path:
             row = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
                    "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"),
                    "learning_rate": logs.get("learning_rate"), "tokens_per_s": round(rate, 1),
+                   "recall": self.recall if logs.get("eval_loss") is not None else None,
                    "tokens_seen": tokens, "elapsed_s": round(elapsed, 1),
                    "eta_s": round(elapsed / done - elapsed, 1) if done > 0 else None, "time": now}
             append_log(folder, row)
             write_status(folder, step=state.global_step, max_steps=state.max_steps)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            if scores_recall:  # what the best checkpoint and early stopping are judged by
+                metrics["eval_recall"] = self.recall
 
         def on_step_end(self, args, state, control, **kwargs):
             if stopping["asked"] or stop_file.exists():
@@ -300,10 +332,14 @@ def _train(options: RunOptions, folder: Path) -> Path:
         seed=options.seed, data_seed=options.seed, report_to=[], use_cpu=not on_cuda,
         bf16=on_cuda and torch.cuda.is_bf16_supported(), dataloader_num_workers=0,
         remove_unused_columns=False, disable_tqdm=True,
-        save_only_model=False,
+        save_only_model=False, metric_for_best_model="recall" if scores_recall else None, greater_is_better=True,
+        load_best_model_at_end=scores_recall and options.keep_best,
     )
+    callbacks = [Progress()]
+    if scores_recall and options.early_stop:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=options.early_stop))
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, callbacks=[Progress()])
+                      data_collator=collator, callbacks=callbacks)
     checkpoint = last_checkpoint(folder) if options.resume else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     adapter = folder / "adapter"
@@ -314,6 +350,10 @@ def _train(options: RunOptions, folder: Path) -> Path:
     evals = [r["eval_loss"] for r in logs if r.get("eval_loss") is not None]
     metrics = {"step": trainer.state.global_step, "loss": losses[-1] if losses else None,
                "eval_loss": evals[-1] if evals else None, "train_runtime_s": result.metrics.get("train_runtime")}
+    if scores_recall:
+        recalls = [r["recall"] for r in logs if r.get("recall") is not None]
+        metrics.update(recall=recalls[-1] if recalls else None, best_recall=trainer.state.best_metric,
+                       best_step=trainer.state.best_global_step if options.keep_best else None)
     atomic_write_text(adapter / "README.md", model_card(options, dataset_path, source, metrics))
     atomic_write_json(adapter / "simulacra.json", {"character": options.character, "dataset": str(dataset_path),
                                                    "options": asdict(options), "metrics": metrics})

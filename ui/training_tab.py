@@ -90,6 +90,12 @@ def loss_points(log: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(points or [{"step": 0, "loss": None, "series": "train"}])
 
 
+def recall_points(log: list[dict]) -> pd.DataFrame:
+    """Recall of the dataset's held-out fact questions by step, as the recall plot wants it."""
+    points = [{"step": r["step"], "recall": round(100 * r["recall"], 1)} for r in log if r.get("recall") is not None]
+    return pd.DataFrame(points or [{"step": 0, "recall": None}])
+
+
 def optional_number(value, kind=float):
     # An empty number field reaches the server as 0 (or None from an API client): the preset decides.
     return None if value in (None, "", 0) else kind(value)
@@ -193,7 +199,7 @@ class RunsPanel:
         self.jobs = jobs
 
     def start_run(self, name, selected_dataset, size_label, steps, n_epochs, lr, r, alpha, batch, accum, seq,
-                  batching_mode, seed_value) -> gr.Dropdown:
+                  batching_mode, seed_value, patience=0) -> gr.Dropdown:
         if not selected_dataset:
             raise gr.Error("Generate or choose a dataset above first.")
         folder = existing_dataset(name, selected_dataset)
@@ -204,7 +210,8 @@ class RunsPanel:
             max_steps=optional_number(steps, int), epochs=optional_number(n_epochs), learning_rate=optional_number(lr),
             lora_r=optional_number(r, int), lora_alpha=optional_number(alpha, int),
             batch_size=optional_number(batch, int), grad_accum=optional_number(accum, int),
-            max_seq_len=optional_number(seq, int), batching=batching_mode, seed=int(seed_value or 42))
+            max_seq_len=optional_number(seq, int), batching=batching_mode, seed=int(seed_value or 42),
+            early_stop=optional_number(patience, int) or 0)
         run_id = self.jobs.submit(options)
         return gr.Dropdown(choices=[r["id"] for r in self.jobs.runs()], value=run_id)
 
@@ -214,20 +221,20 @@ class RunsPanel:
             last = r["last"][0]
             rows.append([r["id"], r["options"].get("character", ""), r["status"].get("state", ""),
                          f"{r['status'].get('step', 0)}/{r['status'].get('max_steps', '?')}",
-                         last.get("loss"), last.get("eval_loss")])
+                         last.get("loss"), last.get("eval_loss"), r["status"].get("best_recall")])
         return rows
 
     def refresh(self, selected) -> tuple:
-        """The values of ``[run, progress, loss_plot, log_tail, runs_table]`` now."""
+        """The values of ``[run, progress, loss_plot, recall_plot, log_tail, runs_table]`` now."""
         self.jobs.pump()  # a queued run starts when the one before it has ended
         runs = self.jobs.runs()  # read once a tick: the choices, the table and the selected run's status
         choices = [r["id"] for r in runs]
         if not selected or selected not in choices:
-            return gr.Dropdown(choices=choices), "", None, "", self.table(runs)
+            return gr.Dropdown(choices=choices), "", None, None, "", self.table(runs)
         log = self.jobs.log(selected)
         status = next(r["status"] for r in runs if r["id"] == selected)
         last = next((r for r in reversed(log) if r.get("loss") is not None), {})
-        return (gr.Dropdown(choices=choices), progress_bar(status, last), loss_points(log),
+        return (gr.Dropdown(choices=choices), progress_bar(status, last), loss_points(log), recall_points(log),
                 self.jobs.output_tail(selected), self.table(runs))
 
     def stop_run(self, selected) -> str:
@@ -289,6 +296,8 @@ class RunsPanel:
                 max_seq_len = gr.Number(None, precision=0, label="Max sequence length")
                 batching = gr.Radio(["group_by_length", "pad_to_max"], value="group_by_length", label="Batching")
                 seed = gr.Number(42, precision=0, label="Seed")
+                early_stop = gr.Number(0, precision=0, label="Early stop (0 = never)",
+                                       info="Stop after this many evaluations without a rise in recall")
         with gr.Row():
             # Any run id may come from an API client: run_folder() checks it, not the choices of this page.
             run = gr.Dropdown([], label="Run", scale=3, allow_custom_value=True)
@@ -307,15 +316,17 @@ class RunsPanel:
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
                                     scale=2)
+            recall_plot = gr.LinePlot(x="step", y="recall", title="Recall of held-out fact questions (%)", height=300,
+                                      y_lim=[0, 100], scale=2)
             log_tail = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, scale=1)
-        runs_table = gr.Dataframe(headers=["run", "character", "state", "step", "loss", "eval loss"],
+        runs_table = gr.Dataframe(headers=["run", "character", "state", "step", "loss", "eval loss", "best recall"],
                                   label="Runs", interactive=False)
         timer = gr.Timer(2.0)
 
         advanced = [max_steps, epochs, learning_rate, lora_r, lora_alpha, batch_size, grad_accum, max_seq_len,
-                    batching, seed]
+                    batching, seed, early_stop]
         start.click(shown(self.start_run), [character, dataset, size, *advanced], run, api_name="start_training")
-        outputs = [run, progress, loss_plot, log_tail, runs_table]
+        outputs = [run, progress, loss_plot, recall_plot, log_tail, runs_table]
         timer.tick(shown(self.refresh), run, outputs, api_visibility="private", show_progress="hidden")
         run.change(shown(self.refresh), run, outputs, api_name="run_status", show_progress="hidden")
         stop.click(shown(self.stop_run), run, progress, api_name="stop_training")
