@@ -40,6 +40,7 @@ def test_models_list_the_base_model_every_character_and_their_adapters(client, e
     assert {"Socrates", "Ludwig van Beethoven", f"Socrates@{trained}", f"{engine.name}@{trained}",
             f"{engine.name}@random-lora"} <= set(ids)
     assert f"Ludwig van Beethoven@{trained}" not in ids  # an adapter is listed with the character it was trained for
+    assert "Socrates@socrates-trained" in ids and "Ludwig van Beethoven@socrates-trained" not in ids  # shipped
 
 
 def test_a_character_answers_as_the_gradio_chat_endpoint_does(client, app_url):

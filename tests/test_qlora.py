@@ -118,6 +118,20 @@ def test_recall_of_held_out_questions_is_scored_at_each_evaluation_and_the_best_
         folder / f"checkpoint-{metrics['best_step']}" / "adapter_model.safetensors")
     assert kept.keys() == best_checkpoint.keys() and all(torch.equal(kept[k], best_checkpoint[k]) for k in kept)
 
+    # Shipped with the app: the same weights in bf16, the base named by its Hub id, a name made safe.
+    from plumbing.files import UnsafePathError
+    from training.shipping import ship
+
+    shipped = ship(str(folder), "Tiny Beethoven!", into=data_dir / "trained")
+    assert shipped == (data_dir / "trained" / "tiny-beethoven").resolve()
+    small = load_file(shipped / "adapter_model.safetensors")
+    assert all(small[k].dtype == torch.bfloat16 and torch.equal(small[k], kept[k].to(torch.bfloat16)) for k in kept)
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in (shipped / "README.md").read_text()
+    with pytest.raises(UnsafePathError):
+        ship(str(folder), "../..", into=data_dir / "trained")
+
 
 def test_a_run_stops_early_when_recall_stops_rising(tiny_dataset, data_dir):
     system = {"role": "system", "content": "You are Ludwig van Beethoven."}

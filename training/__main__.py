@@ -1,7 +1,7 @@
 """`python -m training experiences --character NAME --scenes N [--protective M] [--generator local|openai] [--out DIR] [--resume]`
 `python -m training run --character NAME --dataset DIR [--preset quick|standard|paper] [--max-steps N] [--output-dir DIR] [--resume]`
 `python -m training export RUN [--format gguf-f16|gguf-q8_0|gguf-q4_0] [--out DIR]`
-`python -m training ship RUN --name NAME [--report INTERVIEW.json]`: the run's adapter into trained/NAME, shipped with the app
+`python -m training ship RUN --name NAME`: the run's adapter into trained/NAME (bf16), shipped with the app
 
 Every option of ExperienceOptions, RunOptions and ExportOptions is a flag (see --help). Errors exit
 non-zero with one line.
@@ -102,9 +102,8 @@ def ship(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m training ship")
     parser.add_argument("run", help="A run id or run folder.")
     parser.add_argument("--name", required=True, help="The shipped adapter's name, as Chat and Interview list it.")
-    parser.add_argument("--report", default="", help="The run's interview report (JSON), kept beside it.")
     options = parser.parse_args(argv)
-    print(ship_run(options.run, options.name, options.report))
+    print(ship_run(options.run, options.name))
     return 0
 
 

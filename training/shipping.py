@@ -1,22 +1,23 @@
 """Shipping a trained character with the app: a run's adapter copied to ``trained/<name>/``
-(``engine.shipped``) in bf16, half the size of the run's fp32 weights, with its model card, how it was
-made, and the report of its interview."""
+(``engine.shipped``) in bf16, half the size of the run's fp32 weights, with its model card and how it
+was made. Its interview is then run on the shipped weights (``evaluation interview --adapter <name>
+--out trained/<name>/interview.json``), so the figures are those of what ships."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from engine.model_source import HUB_ID
 from engine.shipped import SHIPPED_DIR
-from plumbing.files import atomic_write_bytes, atomic_write_json, inside, slugify
+from plumbing.files import atomic_write_bytes, atomic_write_json, atomic_write_text, inside, slugify
+from training.qlora import RunOptions, model_card
 from training.runs import adapter_of, run_folder
 
-KEPT = ("adapter_config.json", "README.md", "simulacra.json")
 
 
-def ship(run: str, name: str, report: str = "", into: Path = SHIPPED_DIR) -> Path:
-    """Copy the adapter of ``run`` (a run id or folder) to ``into/<name>``; ``report`` is its interview report
-    (``evaluation interview`` or the trained report of ``before-after``), kept as ``interview.json``."""
+def ship(run: str, name: str, into: Path = SHIPPED_DIR) -> Path:
+    """Copy the adapter of ``run`` (a run id or folder) to ``into/<name>`` in bf16."""
     import torch
     from safetensors.torch import load_file, save
 
@@ -27,8 +28,11 @@ def ship(run: str, name: str, report: str = "", into: Path = SHIPPED_DIR) -> Pat
     weights = load_file(adapter / "adapter_model.safetensors")
     atomic_write_bytes(target / "adapter_model.safetensors",
                        save({key: value.to(torch.bfloat16) for key, value in weights.items()}))
-    for file in KEPT:
-        atomic_write_bytes(target / file, (adapter / file).read_bytes())
-    if report:
-        atomic_write_json(target / "interview.json", json.loads(Path(report).read_text(encoding="utf-8")))
+    # The run names its base by its path on the machine that trained it; the Hub id loads anywhere.
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    atomic_write_json(target / "adapter_config.json", {**config, "base_model_name_or_path": HUB_ID})
+    made = json.loads((adapter / "simulacra.json").read_text())
+    atomic_write_json(target / "simulacra.json", made)
+    atomic_write_text(target / "README.md", model_card(RunOptions(**made["options"]), Path(made["dataset"]), HUB_ID,
+                                                       made["metrics"]))
     return target

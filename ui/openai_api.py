@@ -37,6 +37,7 @@ from characters.schema import Character
 from engine import AdapterError, Engine, PromptTooLong, SamplingOptions
 from engine.messages import MAX_HISTORY_MESSAGES, conversation, text_of
 from engine.options import CHAT_DEFAULTS
+from engine.shipped import shipped_adapters
 from engine.remote import ADAPTER_MARK  # "<character or base model>@<adapter>", as a remote engine reads it
 from engine.roleplay import client_turn
 from engine.stop_strings import cut_at_stops
@@ -142,9 +143,12 @@ class OpenAIAPI:
     def adapter_characters(self) -> dict[str, str | None]:
         """Each adapter the engine can load, with the character its run trained (None when unknown)."""
         owners = {}
+        shipped = shipped_adapters(getattr(self.engine, "source", ""))
         for adapter in self.engine.available_adapters():
             owners[adapter] = None
             folder = self.engine.adapters_dir / adapter if self.engine.adapters_dir else None
+            if adapter in shipped:  # a trained character that came with the app says whom it plays
+                owners[adapter] = json.loads((shipped[adapter] / "simulacra.json").read_text()).get("character")
             if folder is not None and (folder / "options.json").is_file():
                 try:
                     owners[adapter] = read_options(folder).get("character")
