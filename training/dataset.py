@@ -37,6 +37,7 @@ from plumbing.files import append_jsonl, atomic_write_json, atomic_write_text, r
 from plumbing.layout import dataset_folder
 from training.experience import Experience, experience_from
 from training.grounded_interviews import grounded_interviews, recall_dev_set
+from training.recall import DEV_FILE
 from training.retellings import retellings
 from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
 from characters.era import unknowable
@@ -256,7 +257,7 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     asked = {m["content"] for e in examples for m in e["messages"] if m["role"] == "user"}
     dev = [row for row in dev if row["question"] not in asked]
     atomic_write_text(out / "dataset.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
-    atomic_write_text(out / "dev.jsonl", "".join(json.dumps(row, ensure_ascii=False) + "\n"
+    atomic_write_text(out / DEV_FILE, "".join(json.dumps(row, ensure_ascii=False) + "\n"
                                                  for row in dev_examples(character, dev)))
     drops = read_jsonl(out / "drops.jsonl")
     scenes = read_jsonl(out / "scenes.jsonl")
