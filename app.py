@@ -10,6 +10,8 @@ is one line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+from ui import zerogpu  # first: on ZeroGPU its `import spaces` must come before torch  # isort: skip
+
 import logging
 import os
 import sys
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the model {engine_options.model or 'chosen'!r} could not be loaded: "
               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
+    if zerogpu.active():  # the GPU is lent a call at a time: every piece of GPU work becomes one
+        engine = zerogpu.ZeroGPUEngine(engine)
     serving = server(engine, app_options.host, app_options.port)
+    zerogpu.start()
     print(f"Simulacra Studio on http://{app_options.host}:{app_options.port}/ "
           f"(OpenAI-compatible API at /v1)", flush=True)
     serving.run()

@@ -113,7 +113,9 @@ class Scheduler:
 
     def submit(self, request: Request) -> None:
         with self._start_lock:
-            if self._thread is None:
+            # Not alive: never started, or this is a process forked from one where it ran (a ZeroGPU
+            # worker), which has the scheduler's state but not its thread.
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="decode-scheduler", daemon=True)
                 self._thread.start()
         self._incoming.put(request)

@@ -203,6 +203,9 @@ class Engine:
                                                        is_trainable=False).eval()
                 self._active_adapter = name
         except Exception as err:  # a wrong base model or a broken file: say which adapter
+            if self.has_adapters and name in self.model.peft_config:  # PEFT made its layers before the weights failed
+                self.model.delete_adapter(name)
+                self._active_adapter = UNKNOWN
             raise AdapterError(f"adapter {name!r} could not be loaded: {err}") from err
 
     def check_adapter(self, name: str | None) -> None:

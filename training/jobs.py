@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,8 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class JobManager:
-    def __init__(self):
+    """``launch(folder)``, if given, starts a run in place of a process of its own (ZeroGPU runs it in slices
+    of GPU calls from the app, see ``ui.zerogpu``)."""
+
+    def __init__(self, launch: Callable[[Path], None] | None = None):
         self._lock = threading.Lock()
+        self._launch = launch
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -91,7 +96,7 @@ class JobManager:
             write_status(folder, state="cancelled")
             return
         (folder / "STOP").touch()
-        if status.get("state") in ACTIVE and isinstance(status.get("pid"), int):
+        if status.get("state") in ACTIVE and isinstance(status.get("pid"), int) and not status.get("in_app"):
             try:
                 os.kill(status["pid"], signal.SIGTERM)
             except ProcessLookupError:
@@ -112,6 +117,9 @@ class JobManager:
     def _start(self, run_id: str) -> None:
         folder = run_folder(run_id)
         (folder / "STOP").unlink(missing_ok=True)
+        if self._launch is not None:
+            self._launch(folder)
+            return
         log = (folder / "process.log").open("ab")
         # An argument list, never a shell string; the run id is in the command line so that a
         # reused pid is not mistaken for the run.
@@ -121,6 +129,6 @@ class JobManager:
             env={**os.environ, "SIMULACRA_DATA_DIR": str(data_dir())},
         )
         log.close()
-        write_status(folder, state="starting", pid=process.pid)
+        write_status(folder, state="starting", pid=process.pid, in_app=False)
         # Reap the child when it ends, so it does not linger as a zombie in a long-lived app.
         threading.Thread(target=process.wait, daemon=True).start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -221,18 +222,22 @@ Load it with `PeftModel.from_pretrained(base_model, "<this folder>")`, or pick i
 """
 
 
-def train(options: RunOptions, folder: Path) -> Path:
+def train(options: RunOptions, folder: Path, budget_s: float | None = None, owner_pid: int | None = None) -> Path | None:
     """Run (or resume) the training in ``folder``; returns the adapter folder. A run that has a status
-    (queued by the UI, or started) and fails says why in it, rather than look interrupted."""
+    (queued by the UI, or started) and fails says why in it, rather than look interrupted.
+
+    ``budget_s`` trains one slice: at the first step past that many seconds it saves a checkpoint and
+    returns None, the run still ``running``, for the next slice to resume (ZeroGPU grants the GPU a call at
+    a time). ``owner_pid`` is the process that drives the slices (the app), recorded in place of this one."""
     try:
-        return _train(options, folder)
+        return _train(options, folder, budget_s, owner_pid)
     except BaseException as err:
         if (folder / "status.json").is_file():
             write_status(folder, state="failed", error=f"{type(err).__name__}: {err}"[:500])
         raise
 
 
-def _train(options: RunOptions, folder: Path) -> Path:
+def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid: int | None) -> Path | None:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
@@ -249,10 +254,13 @@ def _train(options: RunOptions, folder: Path) -> Path:
     if not options.resume:
         atomic_write_json(folder / "options.json", asdict(options))
     stop_file = folder / "STOP"
-    stop_file.unlink(missing_ok=True)
-    write_status(folder, state="running", pid=os.getpid(), started=time.time(), character=options.character)
-    stopping = {"asked": False}
-    signal.signal(signal.SIGTERM, lambda *_: stopping.update(asked=True))
+    if owner_pid is None:  # a slice leaves it: Stop asked between two slices ends the next one
+        stop_file.unlink(missing_ok=True)
+    write_status(folder, state="running", pid=owner_pid or os.getpid(), in_app=owner_pid is not None,
+                 started=time.time(), character=options.character)
+    stopping = {"asked": False, "sliced": False}
+    if threading.current_thread() is threading.main_thread():  # only there can a signal handler be set
+        signal.signal(signal.SIGTERM, lambda *_: stopping.update(asked=True))
 
     on_cuda = torch.cuda.is_available()
     source = resolve_model(options.model, on_cuda=on_cuda)
@@ -314,6 +322,9 @@ def _train(options: RunOptions, folder: Path) -> Path:
         def on_step_end(self, args, state, control, **kwargs):
             if stopping["asked"] or stop_file.exists():
                 stopping["asked"] = True
+            elif budget_s is not None and time.time() - started > budget_s and state.global_step < state.max_steps:
+                stopping["sliced"] = True
+            if stopping["asked"] or stopping["sliced"]:
                 control.should_training_stop = True
                 control.should_save = True
             return control
@@ -342,6 +353,9 @@ def _train(options: RunOptions, folder: Path) -> Path:
                       data_collator=collator, callbacks=callbacks)
     checkpoint = last_checkpoint(folder) if options.resume else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if stopping["sliced"] and not stopping["asked"]:
+        write_status(folder, state="running", step=trainer.state.global_step)
+        return None
     adapter = folder / "adapter"
     model.save_pretrained(adapter, safe_serialization=True)
     tokenizer.save_pretrained(adapter)

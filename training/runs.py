@@ -72,7 +72,10 @@ def pid_alive(pid: int | None, marker: str = "") -> bool:
 def read_status(folder: Path) -> dict:
     path = folder / "status.json"
     status = json.loads(path.read_text()) if path.is_file() else {"state": "queued"}
-    if status.get("state") in ACTIVE and not pid_alive(status.get("pid"), folder.name):
+    # A run in a process of its own has its id in that process's command line; one in slices driven by the
+    # app (ZeroGPU) is alive while the app is.
+    marker = "" if status.get("in_app") else folder.name
+    if status.get("state") in ACTIVE and not pid_alive(status.get("pid"), marker):
         status["state"] = "interrupted"  # killed without a chance to say so: resumable
     return status
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,8 @@ class Background:
         self.stop = threading.Event()
         self.done, self.total, self.message = 0, 1, "starting"
         self.result, self.error = None, None
-        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        # The event's context goes along (ZeroGPU counts the GPU calls made in it against its visitor).
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run, work), daemon=True)
         self._thread.start()
 
     def report(self, done: int, total: int, message: str) -> None:

@@ -19,6 +19,7 @@ from training.export import FORMATS, ExportOptions, export_run
 from training.jobs import JobManager
 from training.qlora import RunOptions
 from training.runs import zip_adapter
+from ui import zerogpu
 from ui.background import Background, request_stop
 from ui.errors import shown
 
@@ -339,5 +340,6 @@ class RunsPanel:
 
 def build(engine: Engine, characters: CharacterStore) -> dict:
     experiences = ExperiencesPanel(engine, characters).build()
-    runs = RunsPanel(JobManager()).build(experiences["character"], experiences["dataset"])
+    # On ZeroGPU a run is a series of GPU calls from the app, not a process of its own.
+    runs = RunsPanel(JobManager(launch=zerogpu.launch_training if zerogpu.active() else None)).build(experiences["character"], experiences["dataset"])
     return {**experiences, **runs}
