@@ -21,38 +21,17 @@ UPLOADED = "the uploaded file"
 WITHOUT_MEMORY, WITH_MEMORY = "without memory", "with memory"
 
 
-def build(engine: Engine, characters: CharacterStore) -> dict:
-    root = data_dir()  # fixed when the app is built, like the character store's
-    gr.Markdown("Interview a character before and after training. Scores come from exact references in the "
-                "question set (accepted answers, content the character cannot know), not from a model: the "
-                "embedded 135M model is not a credible judge. Definitions are in the README.")
-    with gr.Row():
-        character = gr.Dropdown(characters.names(), value="Ludwig van Beethoven", label="Character", scale=2)
-        models = gr.CheckboxGroup([BASE, *engine.available_adapters()], value=[BASE],
-                                  label="Models (the base model and trained adapters)", scale=3)
-        refresh = gr.Button("Refresh adapters", scale=1)
-    with gr.Row():
-        question_choice = gr.Dropdown([OWN_SET, *shipped_sets(), UPLOADED], value=OWN_SET, label="Question set")
-        upload = gr.File(label="Question file (JSON list or JSON lines, Character-LLM format)",
-                         file_types=[".json", ".jsonl"], type="binary")
-        mode = gr.Radio(["single", "multi"], value="single", label="Interview",
-                        info="single: each question alone · multi: one conversation that asks a fact twice")
-        turns = gr.Slider(2, 40, value=12, step=1, label="Turns (multi)")
-        memory = gr.CheckboxGroup([WITHOUT_MEMORY, WITH_MEMORY], value=[WITHOUT_MEMORY, WITH_MEMORY], label="Memory",
-                                  info="each model as trained, and with the memories nearest each question in "
-                                       "its prompt (as the Chat tab's memory switch)")
-    with gr.Row():
-        start = gr.Button("Run the interview", variant="primary")
-        stop = gr.Button("Stop", variant="stop")
-    status = gr.Markdown()
-    scores = gr.Dataframe(headers=["metric", "better", BASE], label="Scores", interactive=False)
-    plot = gr.Plot(label="Scores")
-    transcripts = gr.Dataframe(headers=["question", BASE], label="Answers side by side (✓ accepted answer, "
-                               "🛡 protected, ⚠AI character break, ↻ degenerate)", interactive=False, wrap=True)
-    download = gr.File(label="Reports (JSON per model, comparison as Markdown and PNG)", file_count="multiple",
-                       interactive=False)
-    stop_event = gr.State(None)
+class InterviewTab:
+    """Handlers as methods (a test calls them without a browser); ``build`` lays out and wires them."""
 
+    def __init__(self, engine: Engine, characters: CharacterStore):
+        self.engine, self.characters = engine, characters
+        self.root = data_dir()  # fixed when the app is built, like the character store's
+
+    def models(self) -> list[str]:
+        return [BASE, *self.engine.available_adapters()]
+
+    @staticmethod
     def questions_of(name: str, choice: str, data: bytes | None):
         if choice == UPLOADED:
             if not data:
@@ -65,17 +44,18 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
             return question_set(own), own
         return question_set(choice), choice  # unknown names are refused there
 
-    def run(name, chosen, choice, data, how, n_turns, memory_modes=(WITHOUT_MEMORY,), progress=gr.Progress()):
-        char = characters.load(name)
+    def run_interview(self, name, chosen, choice, data, how, n_turns, memory_modes=(WITHOUT_MEMORY,),
+                      progress=gr.Progress()):
+        char = self.characters.load(name)
         chosen = list(dict.fromkeys(chosen or []))
-        allowed = [BASE, *engine.available_adapters()]
+        allowed = self.models()
         unknown = [m for m in chosen if m not in allowed]
         if unknown or not chosen:
             raise gr.Error(f"Choose models among: {', '.join(allowed)}" + (f" (unknown: {unknown})" if unknown else ""))
         modes = list(dict.fromkeys(memory_modes or []))
         if not modes or not set(modes) <= {WITHOUT_MEMORY, WITH_MEMORY}:
             raise gr.Error(f"Choose memory among: {WITHOUT_MEMORY}, {WITH_MEMORY}")
-        questions, source = questions_of(char.name, choice, data)
+        questions, source = self.questions_of(char.name, choice, data)
         options = [InterviewOptions(character=char.name, adapter="" if m == BASE else m, mode=how, turns=int(n_turns),
                                     memory=mode == WITH_MEMORY) for m in chosen for mode in modes]
 
@@ -84,7 +64,7 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
             for i, opts in enumerate(options):
                 def each(done, total, message, i=i, name=label(opts)):
                     report(i * total + done, len(options) * total, f"{name}: {message}")
-                reports.append(interview(engine, char, opts, questions, source, each, stop_now))
+                reports.append(interview(self.engine, char, opts, questions, source, each, stop_now))
                 if stop_now.is_set():
                     break
             return reports
@@ -99,7 +79,11 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         if not reports:
             yield None, "Stopped before any answer.", gr.Dataframe(), None, gr.Dataframe(), None
             return
-        folder = interview_folder(char.name, time.strftime("%Y%m%d-%H%M%S"), root)
+        yield (None, *self.shown_reports(char.name, reports))
+
+    def shown_reports(self, name: str, reports: list[dict]) -> tuple:
+        """Save the reports and the comparison; the status line, scores, chart, answers side by side, files."""
+        folder = interview_folder(name, time.strftime("%Y%m%d-%H%M%S"), self.root)
         files = [str(write_report(r, folder / f"{label_of(r).replace('/', '-')}.json")) for r in reports]
         files += [str(path) for path in save_comparison(reports, folder)]
         labels = [label_of(r) for r in reports]
@@ -109,18 +93,58 @@ def build(engine: Engine, characters: CharacterStore) -> dict:
         complete = all(r["complete"] for r in reports)
         seconds = sum(r["seconds"] for r in reports)
         text = (f"{'Done' if complete else 'Stopped'}: {len(reports[0]['results'])} questions × {len(reports)} "
-                f"model(s) in {seconds:.0f} s. Reports saved in `{folder.relative_to(root)}`.")
-        yield (None, text, gr.Dataframe(value=table(reports), headers=["metric", "better", *labels]), chart(reports),
-               gr.Dataframe(value=rows, headers=["question", *labels]), files)
+                f"model(s) in {seconds:.0f} s. Reports saved in `{folder.relative_to(self.root)}`.")
+        return (text, gr.Dataframe(value=table(reports), headers=["metric", "better", *labels]), chart(reports),
+                gr.Dataframe(value=rows, headers=["question", *labels]), files)
 
-    def adapters():
-        return gr.CheckboxGroup(choices=[BASE, *engine.available_adapters()])
+    def adapters(self) -> gr.CheckboxGroup:
+        return gr.CheckboxGroup(choices=self.models())
 
-    outputs = [stop_event, status, scores, plot, transcripts, download]
-    start.click(shown(run), [character, models, question_choice, upload, mode, turns, memory], outputs,
-                api_name="interview")
-    stop.click(request_stop, stop_event, status, api_name="stop_interview")
-    refresh.click(adapters, None, models, api_name="interview_adapters")
-    upload.upload(lambda data: UPLOADED if data else OWN_SET, upload, question_choice, api_visibility="private")
-    refresh_models = (adapters, None, models)
-    return {"character": character, "models": models, "refresh": refresh_models, "on_load": refresh_models}
+    @staticmethod
+    def choice_after_upload(data) -> str:
+        return UPLOADED if data else OWN_SET
+
+    def build(self) -> dict:
+        gr.Markdown("Interview a character before and after training. Scores come from exact references in the "
+                    "question set (accepted answers, content the character cannot know), not from a model: the "
+                    "embedded 135M model is not a credible judge. Definitions are in the README.")
+        with gr.Row():
+            character = gr.Dropdown(self.characters.names(), value="Ludwig van Beethoven", label="Character", scale=2)
+            models = gr.CheckboxGroup(self.models(), value=[BASE],
+                                      label="Models (the base model and trained adapters)", scale=3)
+            refresh = gr.Button("Refresh adapters", scale=1)
+        with gr.Row():
+            question_choice = gr.Dropdown([OWN_SET, *shipped_sets(), UPLOADED], value=OWN_SET, label="Question set")
+            upload = gr.File(label="Question file (JSON list or JSON lines, Character-LLM format)",
+                             file_types=[".json", ".jsonl"], type="binary")
+            mode = gr.Radio(["single", "multi"], value="single", label="Interview",
+                            info="single: each question alone · multi: one conversation that asks a fact twice")
+            turns = gr.Slider(2, 40, value=12, step=1, label="Turns (multi)")
+            memory = gr.CheckboxGroup([WITHOUT_MEMORY, WITH_MEMORY], value=[WITHOUT_MEMORY, WITH_MEMORY],
+                                      label="Memory", info="each model as trained, and with the memories nearest "
+                                                           "each question in its prompt (as the Chat tab's memory "
+                                                           "switch)")
+        with gr.Row():
+            start = gr.Button("Run the interview", variant="primary")
+            stop = gr.Button("Stop", variant="stop")
+        status = gr.Markdown()
+        scores = gr.Dataframe(headers=["metric", "better", BASE], label="Scores", interactive=False)
+        plot = gr.Plot(label="Scores")
+        transcripts = gr.Dataframe(headers=["question", BASE], label="Answers side by side (✓ accepted answer, "
+                                   "🛡 protected, ⚠AI character break, ↻ degenerate)", interactive=False, wrap=True)
+        download = gr.File(label="Reports (JSON per model, comparison as Markdown and PNG)", file_count="multiple",
+                           interactive=False)
+        stop_event = gr.State(None)
+
+        outputs = [stop_event, status, scores, plot, transcripts, download]
+        start.click(shown(self.run_interview), [character, models, question_choice, upload, mode, turns, memory],
+                    outputs, api_name="interview")
+        stop.click(request_stop, stop_event, status, api_name="stop_interview")
+        refresh.click(self.adapters, None, models, api_name="interview_adapters")
+        upload.upload(self.choice_after_upload, upload, question_choice, api_visibility="private")
+        refresh_models = (self.adapters, None, models)
+        return {"character": character, "models": models, "refresh": refresh_models, "on_load": refresh_models}
+
+
+def build(engine: Engine, characters: CharacterStore) -> dict:
+    return InterviewTab(engine, characters).build()
