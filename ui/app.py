@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
@@ -39,6 +41,33 @@ def footer(engine: Engine) -> str:
             f"{usage['model_mb']:.0f} MB · {usage['device_memory']}")
 
 
+def follow(characters: CharacterStore, name: str) -> tuple:
+    """The character chosen in the Characters tab follows into the other tabs, with the choices too: a
+    character saved a moment ago must be a valid value everywhere."""
+    return (gr.Dropdown(choices=characters.names(), value=name),) * 4
+
+
+def to_chat(_scene) -> gr.Tabs:
+    """A scene sent from the Scenes tab opens the Chat tab."""
+    return gr.Tabs(selected="chat")
+
+
+def adapter_choices(adapters, value) -> gr.Dropdown:
+    """The adapter dropdown of Chat with the adapters on disk now (a run may have finished since the page
+    was built); ``adapters()`` lists them."""
+    return gr.Dropdown(choices=adapters(), value=value)
+
+
+def chat_with_run(adapters, run_id) -> tuple:
+    """Open Chat with the character of a run and its trained adapter."""
+    if not run_id:
+        raise gr.Error("Choose a run.")
+    folder = run_folder(run_id)
+    adapter_of(folder)
+    character = read_options(folder)["character"]
+    return gr.Dropdown(value=character), adapter_choices(adapters, run_id), gr.Tabs(selected="chat")
+
+
 def build_app(engine: Engine) -> gr.Blocks:
     characters, chats = CharacterStore(), ChatStore()
     with gr.Blocks(title="Simulacra Studio") as demo:
@@ -58,43 +87,23 @@ def build_app(engine: Engine) -> gr.Blocks:
             with gr.Tab("Interview", id="interview") as interview_page:
                 interviews = interview_tab.build(engine, characters)
 
-        def follow(name):
-            """The character chosen in the Characters tab follows into the other tabs, with the choices
-            too: a character saved a moment ago must be a valid value everywhere."""
-            return (gr.Dropdown(choices=characters.names(), value=name),) * 4
-
-        built["picker"].change(follow, built["picker"],
+        built["picker"].change(functools.partial(follow, characters), built["picker"],
                                [scenes["character"], chat["character"], training["character"], interviews["character"]],
                                api_visibility="private")
         page_footer = gr.Markdown(footer(engine), elem_id="footer")
-        scene_state.change(lambda _: gr.Tabs(selected="chat"), scene_state, tabs, api_visibility="private")
-
-        def chat_adapters(value):
-            """The adapter dropdown of Chat with the adapters on disk now (a run may have finished since the
-            page was built)."""
-            return gr.Dropdown(choices=chat["adapters"](), value=value)
-
+        scene_state.change(to_chat, scene_state, tabs, api_visibility="private")
         # Opening a tab re-reads the adapters, so one trained after the page loaded can be picked at once.
-        chat_page.select(chat_adapters, chat["adapter"], chat["adapter"],
+        chat_page.select(functools.partial(adapter_choices, chat["adapters"]), chat["adapter"], chat["adapter"],
                          api_visibility="private")
         interview_page.select(*interviews["refresh"], api_visibility="private")
-
-        def chat_with_run(run_id):
-            """Open Chat with the character of a run and its trained adapter."""
-            if not run_id:
-                raise gr.Error("Choose a run.")
-            folder = run_folder(run_id)
-            adapter_of(folder)
-            character = read_options(folder)["character"]
-            return gr.Dropdown(value=character), chat_adapters(run_id), gr.Tabs(selected="chat")
-
         fn, inputs, outputs = chat["start"]
-        training["chat_with"].click(shown(chat_with_run), training["run"], [chat["character"], chat["adapter"], tabs],
+        training["chat_with"].click(shown(functools.partial(chat_with_run, chat["adapters"])), training["run"],
+                                    [chat["character"], chat["adapter"], tabs],
                                     api_name="chat_with_run").then(fn, inputs, outputs, api_visibility="private")
         for part in (built, scenes, chat, training, interviews):
             fn, inputs, outputs = part["on_load"]
             demo.load(fn, inputs, outputs, api_visibility="private")
-        demo.load(lambda: footer(engine), None, page_footer, api_visibility="private")
+        demo.load(functools.partial(footer, engine), None, page_footer, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
     return demo
 

@@ -149,6 +149,15 @@ class ExperiencesPanel:
             text += f"\n\n*…and {len(experiences) - SHOWN_EXPERIENCES} more in {folder}*"
         return summary(folder), text
 
+    @staticmethod
+    def dataset_choices(name: str) -> gr.Dropdown:
+        return gr.Dropdown(choices=datasets_of(name))
+
+    @staticmethod
+    def datasets_of_character(name: str) -> gr.Dropdown:
+        """Another character: its datasets, none chosen."""
+        return gr.Dropdown(choices=datasets_of(name), value=None)
+
     def build(self) -> dict:
         gr.Markdown("### 1 · Experience Reconstruction\nThe model imagines scenes from the character's profile, "
                     "writes the character's experiences in them (thinking and speaking), protective experiences "
@@ -186,10 +195,8 @@ class ExperiencesPanel:
         running.then(shown(self.show), [character, dataset], [stats_view, preview], api_visibility="private")
         stop.click(request_stop, stop_event, progress_text, api_name="stop_experiences")
         dataset.change(shown(self.show), [character, dataset], [stats_view, preview], api_name="show_dataset")
-        refresh.click(lambda name: gr.Dropdown(choices=datasets_of(name)), character, dataset,
-                      api_visibility="private")
-        character.change(lambda name: gr.Dropdown(choices=datasets_of(name), value=None), character, dataset,
-                         api_visibility="private")
+        refresh.click(self.dataset_choices, character, dataset, api_visibility="private")
+        character.change(self.datasets_of_character, character, dataset, api_visibility="private")
         return {"character": character, "dataset": dataset}
 
 
