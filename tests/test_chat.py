@@ -215,3 +215,27 @@ def test_chat_import_through_the_app(client, tmp_path):
     bad.write_text('{"character": "Spartacus", "messages": [{"role": "root", "content": "x"}]}')
     with pytest.raises(Exception, match="role"):
         client.predict(handle_file(str(bad)), api_name="/import_chat")
+
+
+def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine, adapter_dir):
+    import time
+
+    from characters.scenes import Scene
+    from engine.memory import memory_of
+    from ui.chat_tab import ChatTab
+
+    tab = ChatTab(engine, CharacterStore(), ChatStore())
+    chat = tab.new_chat("Socrates", INTERVIEW.name, NOBODY, "Anna", "")
+    with pytest.raises(ValueError, match="unknown adapter"):
+        tab.choose_adapter(chat, "no-such-adapter")
+    tab.choose_adapter(chat, "random-lora")
+    prompt = engine.encode(turn_messages(CharacterStore().load("Socrates"), Scene.from_dict(chat.scene),
+                                         chat.messages, None, chat.user, chat.user_persona, None), reply=False)
+    deadline, reused = time.time() + 60, 0
+    while time.time() < deadline and reused < len(prompt) - 1:
+        _, reused = engine.prefix_cache.take("random-lora", prompt)
+        time.sleep(0.2)
+    # All of it read through the adapter (take leaves the last token, whose logits start a reply): the first
+    # reply reads only the new message.
+    assert reused == len(prompt) - 1
+    memory_of(engine).index(CharacterStore().load("Socrates"))  # the read-ahead's last step: done before the test ends

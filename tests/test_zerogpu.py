@@ -161,6 +161,9 @@ def wait_for(folder, states, seconds=400):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if read_status(folder).get("state") in states:
+            for thread in threading.enumerate():  # a run that ended ends its thread: none outlives the test
+                if thread.name == "training-slices" and "running" not in states:
+                    thread.join(60)
             return read_status(folder)
         time.sleep(0.5)
     raise AssertionError(f"still {read_status(folder)} after {seconds} s")
