@@ -4,12 +4,13 @@
 
 Starts `python app.py` (the default options: the embedded model, `--precision auto`) on a fresh data
 folder, opens one Chromium context (a visitor) per tab, and in each opens a chat in the Chat tab: four
-characters, two of them trained (the shipped adapters), two tabs each. Once every chat is open (its
-prompt read ahead, as the tab does), every tab sends the same question within a few milliseconds. For each
+characters, two of them trained (the shipped adapters), two tabs each. Once every chat is open and the
+app is quiet (every prompt read ahead, as the tab does), every tab sends the same question within a few milliseconds. For each
 tab it records the seconds from its Enter to the model's first words on the page (after the folded note of
 the memories used) and to the end of the reply
 (the text unchanged for 4 s, less those 4 s), and checks the reply: one speaker (no other speaker's
-"Name:" line, engine.turn_end) and not degenerate (evaluation.metrics). Writes bench/results/tabs.json.
+"Name:" line, engine.turn_end) and not degenerate (evaluation.metrics). Writes bench/results/tabs.json,
+one entry for each memory switch (--memory on|off).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def settled(page) -> None:
     page.wait_for_function("document.querySelectorAll('.pending, .generating').length === 0", timeout=120_000)
 
 
+def quiet(pid: int, seconds: float = 120) -> None:
+    """Wait until the app's process uses under a tenth of a core for two seconds running."""
+    import psutil
+
+    process, calm, deadline = psutil.Process(pid), 0, time.time() + seconds
+    while calm < 2 and time.time() < deadline:
+        calm = calm + 1 if process.cpu_percent(interval=1.0) < 10 else 0
+
+
 def reply_text(page, question: str) -> str | None:
     """The reply after the visitor's question on the page, without the folded note of the memories used;
     None before the question shows."""
@@ -87,6 +97,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tabs", type=int, default=8)
     parser.add_argument("--question", default="Good evening! What did you do today?")
+    parser.add_argument("--memory", choices=["on", "off"], default="on",
+                        help="the Chat tab's memory switch (on by default, as in the app)")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -109,8 +121,10 @@ def main() -> int:
                 page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
                 page.set_default_timeout(120_000)
                 open_chat(page, url, character, adapter)
+                if args.memory == "off":
+                    page.locator("#chat-memory input[type=checkbox]").uncheck()
                 pages.append(page)
-            time.sleep(5)  # the last chat's read-ahead
+            quiet(app.pid)  # every chat's read-ahead done, as for a class that opened its chats a minute ago
             sent = []
             for page in pages:
                 page.get_by_placeholder("Say something in character…").fill(args.question)
@@ -145,15 +159,18 @@ def main() -> int:
         app.wait(timeout=30)
 
     firsts = [r["first_words_s"] for r in rows if r["first_words_s"] is not None]
-    summary = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_features(), "tabs": args.tabs,
+    summary = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_features(), "tabs": args.tabs, "memory": args.memory,
                "question": args.question, "first_words_median_s": statistics.median(firsts) if firsts else None,
                "first_words_worst_s": max(firsts, default=None),
                "all_first_words": len(firsts) == len(rows),
                "one_speaker": sum(r["one_speaker"] for r in rows), "degenerate": sum(r["degenerate"] for r in rows),
                "rows": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(f"{args.tabs} Chromium tabs at once, {summary['cpu']}, {summary['date']}: \"{args.question}\"")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results[f"memory {args.memory}"] = summary  # the other switch's latest run stays, with its date
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(f"{args.tabs} Chromium tabs at once, memory {args.memory}, {summary['cpu']}, {summary['date']}: "
+          f"\"{args.question}\"")
     print("| tab | character | adapter | first words | reply ends | chars | one speaker | degenerate |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -357,7 +357,7 @@ class ChatTab:
                     turns = gr.Slider(1, MAX_PLAY_TURNS, value=4, step=1, label="Turns to play")
                     play = gr.Button("Play N turns")
                 local = memory_of(self.engine) is not None  # a remote engine has no hidden states to search with
-                memory = gr.Checkbox(local, interactive=local,
+                memory = gr.Checkbox(local, interactive=local, elem_id="chat-memory",
                                      label="Memory: bring the character's facts and profile lines nearest your "
                                            "message into the prompt" + ("" if local else " (needs the local engine)"))
                 with gr.Accordion("Sampling", open=False):
