@@ -35,6 +35,11 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
+def pad_id(tokenizer) -> int:
+    """The token that pads a batch: the tokenizer's own, else its end of sequence (many chat models have none)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def load_model(source: str, precision: str, device: str, trust_remote_code: bool = False):
     """``source`` (a folder or Hub id) in ``precision`` on ``device`` (``cpu``, ``cuda`` or ``cuda:N``)."""
     kwargs: dict = {"trust_remote_code": trust_remote_code, "device_map": {"": device}}

@@ -242,7 +242,7 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-    from engine.loading import load_model, load_tokenizer
+    from engine.loading import load_model, load_tokenizer, pad_id
     from engine.model_source import resolve_model
     from training.dataset import load_examples
     from training.recall import load_dev_set, recall
@@ -265,7 +265,7 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     on_cuda = torch.cuda.is_available()
     source = resolve_model(options.model, on_cuda=on_cuda)
     tokenizer = load_tokenizer(source)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    padding = pad_id(tokenizer)
     train_set, eval_set = tokenized(tokenizer, examples, options.max_seq_len, options.seed, options.eval_split)
     scores_recall = bool(dev) and eval_set is not None  # recall is measured at the evaluations
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # set by accelerate launch / torchrun
@@ -283,7 +283,7 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     started = time.time()
 
     pad_to = options.max_seq_len if options.batching == "pad_to_max" else None
-    collator = Collator(pad_id, pad_to)
+    collator = Collator(padding, pad_to)
 
     class Progress(TrainerCallback):
         """Writes log.jsonl and status.json, scores recall at each evaluation, and stops at the next step

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.loading import pad_id
 from plumbing.files import read_jsonl
 from plumbing.text import contains
 
@@ -30,7 +31,7 @@ def answers(model, tokenizer, rows: list[dict]) -> list[str]:
     import torch
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    padding = pad_id(tokenizer)
     was_training = model.training
     model.eval()
     replies = []
@@ -41,7 +42,7 @@ def answers(model, tokenizer, rows: list[dict]) -> list[str]:
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(model.device) for k, v in batch.items()}
             with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=ANSWER_TOKENS, do_sample=False, pad_token_id=pad_id,
+                out = model.generate(**batch, max_new_tokens=ANSWER_TOKENS, do_sample=False, pad_token_id=padding,
                                      use_cache=True)
             replies += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
