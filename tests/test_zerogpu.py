@@ -169,16 +169,22 @@ def wait_for(folder, states, seconds=400):
     raise AssertionError(f"still {read_status(folder)} after {seconds} s")
 
 
-def test_a_run_trains_in_slices_that_each_save_and_resume(tiny_dataset, data_dir, gpu, monkeypatch):
+def sliced_run(dataset, data_dir, gpu, monkeypatch, slice_s: float, max_steps: int):
+    """A short run submitted as the app submits one on ZeroGPU, in slices of about ``slice_s`` seconds of
+    training: its job manager, id and folder."""
     from training.qlora import RunOptions
 
-    # A slice of about 6 s of training, so this short run takes several of them.
-    monkeypatch.setattr(zerogpu, "TRAIN_SLICE_MARGIN_S", zerogpu.TRAIN_SLICE_S - 6)
+    monkeypatch.setattr(zerogpu, "TRAIN_SLICE_MARGIN_S", zerogpu.TRAIN_SLICE_S - slice_s)
     jobs = JobManager(launch=functools.partial(zerogpu.launch_training, gpu=gpu))
-    run_id = jobs.submit(RunOptions(character="Ada Lovelace", dataset=str(tiny_dataset), preset="quick",
-                                    max_steps=8, batch_size=4, max_seq_len=96, save_steps=4, eval_split=0.0,
-                                    seed=1))
-    folder = data_dir / "runs" / run_id
+    run_id = jobs.submit(RunOptions(character="Ada Lovelace", dataset=str(dataset), preset="quick",
+                                    max_steps=max_steps, batch_size=4, max_seq_len=96, save_steps=4,
+                                    eval_split=0.0, seed=1))
+    return jobs, run_id, data_dir / "runs" / run_id
+
+
+def test_a_run_trains_in_slices_that_each_save_and_resume(tiny_dataset, data_dir, gpu, monkeypatch):
+    # Slices of about 6 s of training, so this short run takes several of them.
+    _, _, folder = sliced_run(tiny_dataset, data_dir, gpu, monkeypatch, slice_s=6, max_steps=8)
     running = wait_for(folder, ("running",))
     assert running["pid"] == os.getpid() and running["in_app"]  # alive while the app is, never "interrupted"
     status = wait_for(folder, ("finished", "failed"))
@@ -191,14 +197,7 @@ def test_a_run_trains_in_slices_that_each_save_and_resume(tiny_dataset, data_dir
 
 
 def test_stopping_a_run_in_slices_stops_it_and_not_the_app(tiny_dataset, data_dir, gpu, monkeypatch):
-    from training.qlora import RunOptions
-
-    monkeypatch.setattr(zerogpu, "TRAIN_SLICE_MARGIN_S", zerogpu.TRAIN_SLICE_S - 2)
-    jobs = JobManager(launch=functools.partial(zerogpu.launch_training, gpu=gpu))
-    run_id = jobs.submit(RunOptions(character="Ada Lovelace", dataset=str(tiny_dataset), preset="quick",
-                                    max_steps=200, batch_size=4, max_seq_len=96, save_steps=4, eval_split=0.0,
-                                    seed=1))
-    folder = data_dir / "runs" / run_id
+    jobs, run_id, folder = sliced_run(tiny_dataset, data_dir, gpu, monkeypatch, slice_s=2, max_steps=200)
     deadline = time.time() + 300
     while not read_log(folder) and time.time() < deadline:
         time.sleep(0.5)
