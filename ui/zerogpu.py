@@ -74,12 +74,12 @@ class _Failure:
 
 
 def _with_adapter(adapter: tuple[str, str] | None) -> str | None:
-    """The adapter's name, registered first: a worker forked before it was added does not know it."""
+    """The adapter's name, registered first (the path the app resolved): a worker forked before it was added
+    does not know it."""
     if adapter is None:
         return None
     name, path = adapter
-    if name not in _engine.available_adapters():
-        _engine.add_adapter(name, path)
+    _engine.add_adapter(name, path)
     return name
 
 
