@@ -32,6 +32,7 @@ from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, wait
 from engine.bnb_cpu import unpack_cpu_4bit
 from engine.kv_cache import copy_of, new_cache
 from engine.loading import auto_precision, load_model, load_tokenizer
+from engine.mixed_adapters import lora_layers, row_scales
 from engine.model_source import resolve_model
 from plumbing.layout import models_dir
 from engine.options import EngineOptions, SamplingOptions
@@ -78,7 +79,8 @@ class Engine:
         self.prefix_cache = PrefixCache(self.base_model.config, self.options.prefix_cache_entries)
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
         self._adapters: dict[str, Path] = dict(shipped_adapters(self.source))
-        self._active_adapter: str | None = None
+        self._active_adapter: str | tuple[str, ...] | None = None
+        self._lora_layer_list: list | None = None  # see _lora_layers
         self.prefill_chunk = PREFILL_CHUNK[self.device.type]
         self.scheduler = Scheduler(self, self.options.max_batch_rows, self.prefill_chunk)
         log.info("Loaded %s in %s (%s) on %s in %.1fs", self.source, precision, self.precision_reason, self.device,
@@ -194,6 +196,7 @@ class Engine:
             return
         path = self._adapter_path(name)
         unpack_cpu_4bit(self.base_model)  # no forward runs between this and PEFT's state_dict(): we hold the lock
+        self._lora_layer_list = None  # this load adds LoRA layers (or, failing, may leave some)
         try:
             if self.has_adapters:
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
@@ -214,10 +217,11 @@ class Engine:
             with self._lock:
                 self._ensure_loaded(name)
 
-    def _activate(self, adapter: str | None) -> None:
-        """Make ``adapter`` the active one, or turn the adapter layers off for ``None``; called with the lock held.
-        The state stays between passes: switching walks every LoRA layer (tens of ms), so a run of passes of one
-        adapter, or of the base model, pays it once (PEFT's ``disable_adapter()`` context pays it every pass)."""
+    def _activate(self, adapter: str | tuple[str, ...] | None) -> None:
+        """Make ``adapter`` the active one (several at once for a mixed batch), or turn the adapter layers off
+        for ``None``; called with the lock held. The state stays between passes: switching walks every LoRA layer
+        (tens of ms), so a run of passes of one adapter, or of the base model, pays it once (PEFT's
+        ``disable_adapter()`` context pays it every pass)."""
         if adapter == self._active_adapter:
             return
         if adapter is None:
@@ -225,7 +229,10 @@ class Engine:
         else:
             if self._active_adapter is None or self._active_adapter is UNKNOWN:
                 self.model.base_model.enable_adapter_layers()
-            self.model.set_adapter(adapter)
+            if isinstance(adapter, tuple):  # PeftModel.set_adapter takes one name; its LoraModel takes several
+                self.model.base_model.set_adapter(list(adapter), inference_mode=True)
+            else:
+                self.model.set_adapter(adapter)
         self._active_adapter = adapter
 
     def _forward(self, input_ids: torch.Tensor, cache, adapter: str | None | list[str | None], **extra):
@@ -235,19 +242,27 @@ class Engine:
         Returns the last position's logits ``[batch, vocab]`` and the cache."""
         input_ids = input_ids.to(self.device)
         extra = {k: v.to(self.device) for k, v in extra.items()}
+        rows = None
         if isinstance(adapter, list):
             if len(set(adapter)) == 1:
                 adapter = adapter[0]
-            else:  # PEFT's mixed-adapter batch: each row through its own adapter, "__base__" for none
-                extra["adapter_names"] = [name or "__base__" for name in adapter]
-                adapter = next(name for name in adapter if name)
+            else:  # rows of several adapters: all of them active, each scaled to its own rows (mixed_adapters)
+                rows, names = adapter, tuple(sorted({name for name in adapter if name}))
+                adapter = names[0] if len(names) == 1 else names  # one name: the state a pass of that adapter leaves
         with self._lock, torch.inference_mode():
-            for name in {adapter, *extra.get("adapter_names", ())} - {None, "__base__"}:
+            for name in ((adapter,) if isinstance(adapter, str) else adapter or ()):
                 self._ensure_loaded(name)
             if self.has_adapters:
                 self._activate(adapter)
-            out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+            with row_scales(self._lora_layers() if rows else [], rows or [], self.device):
+                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1].float().cpu(), out.past_key_values
+
+    def _lora_layers(self) -> list:
+        """The PEFT model's LoRA layers, listed again after an adapter load adds some."""
+        if self._lora_layer_list is None:
+            self._lora_layer_list = lora_layers(self.model)
+        return self._lora_layer_list
 
     def _read(self, ids: list[int], cache, adapter: str | None):
         """Feed ``ids`` in chunks, so a long prompt lets other sessions' tokens through between chunks."""

@@ -184,6 +184,26 @@ def test_a_crowd_decodes_in_one_batch_and_each_greedy_reply_is_the_one_it_gets_a
     assert rows_a_step > 3, rows_a_step  # alone it would be 1
 
 
+def test_rows_of_two_adapters_and_the_base_model_in_one_pass_each_get_their_own_output(engine, adapter_dir, tmp_path):
+    """engine/mixed_adapters.py: every adapter of a mixed batch is active, scaled to its own rows. Each row's
+    logits must be the ones it gets in a pass of its own, and the base row's exactly the base model's."""
+    from conftest import random_lora
+    from engine.kv_cache import new_cache
+
+    engine.add_adapter("second-lora", random_lora(engine.source, tmp_path / "second", ("q_proj", "o_proj"), r=4))
+    ids = torch.tensor([engine.encode(BEETHOVEN)])
+    rows = ["random-lora", None, "second-lora"]
+    alone = torch.cat([engine._forward(ids, new_cache(engine.base_model.config), name)[0] for name in rows])
+    assert not torch.allclose(alone[0], alone[1], atol=1e-2) and not torch.allclose(alone[2], alone[1], atol=1e-2)
+    assert not torch.allclose(alone[0], alone[2], atol=1e-2)
+    mixed, _ = engine._forward(ids.repeat(3, 1), new_cache(engine.base_model.config), rows)
+    torch.testing.assert_close(mixed, alone, atol=1e-4, rtol=1e-4)
+    assert torch.equal(mixed.argmax(-1), alone.argmax(-1))
+    # The scales go back to plain numbers: a one-row pass of an adapter after the mixed one is as before.
+    again, _ = engine._forward(ids, new_cache(engine.base_model.config), "second-lora")
+    torch.testing.assert_close(again[0], alone[2], atol=1e-5, rtol=1e-5)
+
+
 def test_a_reader_that_goes_away_frees_its_row(engine):
     pieces = engine.stream(BEETHOVEN, SamplingOptions(temperature=0, max_new_tokens=200))
     next(pieces), next(pieces)
