@@ -239,3 +239,28 @@ def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine
     # reply reads only the new message.
     assert reused == len(prompt) - 1
     memory_of(engine).index(CharacterStore().load("Socrates"))  # the read-ahead's last step: done before the test ends
+
+
+def test_greetings_swipe_before_the_conversation_starts_and_not_after(engine, monkeypatch):
+    import gradio as gr
+
+    from ui.chat_tab import Chat, ChatTab
+
+    import dataclasses
+
+    store = CharacterStore()  # a character with two greetings (the presets have one)
+    store.save(dataclasses.replace(store.load("Ludwig van Beethoven"), name="Ludwig Two Greetings",
+                                   alternate_greetings=["Ah, {{user}}! Sit, the coffee is hot."]))
+    tab = ChatTab(engine, store, ChatStore())
+    monkeypatch.setattr(tab, "read_ahead", lambda *args: None)  # tested above; its threads would outlive this test
+    setup = ("Ludwig Two Greetings", INTERVIEW.name, NOBODY, "Anna", "")
+    first = tab.new_chat(*setup)
+    *shown, index = tab.swipe(1, first, 0, *setup)
+    chat = next(item for item in shown if isinstance(item, Chat))
+    assert index == 1 and chat.messages[0]["content"] == "Ah, Anna! Sit, the coffee is hot."
+    *shown, index = tab.swipe(-1, chat, index, *setup)
+    assert index == 0 and next(i for i in shown if isinstance(i, Chat)).messages[0] == first.messages[0]
+    chat.messages.append({"role": "user", "content": "Hello"})
+    with pytest.raises(gr.Error, match="only before"):
+        tab.swipe(1, chat, index, *setup)
+

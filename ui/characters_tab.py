@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -272,7 +273,7 @@ class CharactersTab:
                      api_name="delete_character")
         upload.upload(shown(self.import_card), upload, [picker, status], api_name="import_card")
         for button, fmt in ((export_v2, "v2"), (export_v3, "v3"), (export_png, "png")):
-            button.click(shown(lambda *v, fmt=fmt: self.export_card(fmt, *v)), [picker, *fields], download,
+            button.click(shown(functools.partial(self.export_card, fmt)), [picker, *fields], download,
                          api_name=f"export_{fmt}")
         form.polish.click(shown(self.polish), fields, form.description, api_name="polish_description")
         surprise.click(self.surprise_me, None, [*fields, picker, status], api_name="surprise")

@@ -3,6 +3,7 @@ greetings to swipe, saved chats, and two characters talking to each other."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import threading
@@ -188,7 +189,7 @@ class ChatTab:
     def start_from_scene(self, scene_value, character, other, user, persona) -> tuple:
         return self.shown_chat(self.new_chat(character, scene_value, other, user, persona))
 
-    def swipe(self, chat: Chat, index: int, step: int, *setup) -> tuple:
+    def swipe(self, step: int, chat: Chat, index: int, *setup) -> tuple:
         if chat is None or any(m["role"] == "user" for m in chat.messages) or len(chat.messages) > 1:
             raise gr.Error("Greetings can be swiped only before the conversation starts.")
         index += step
@@ -380,7 +381,7 @@ class ChatTab:
         scene_state.change(shown(self.start_from_scene), [scene_state, character, other, user, persona], outputs,
                            api_visibility="private")
         for button, step in ((prev_greeting, -1), (next_greeting, 1)):
-            button.click(shown(lambda c, i, *v, step=step: self.swipe(c, i, step, *v)),
+            button.click(shown(functools.partial(self.swipe, step)),
                          [chat_state, greeting_index, *setup], [*outputs, greeting_index], api_visibility="private")
 
         generation = [adapter, *sampling, memory]  # the switch last: API clients may leave it out
