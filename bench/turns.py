@@ -1,7 +1,7 @@
 """Chat turns: degeneration and other speakers' lines in the replies of ten presets to ten ordinary
 questions, before and after turn endings, for a few sampling settings.
 
-    .venv/bin/python bench/turns.py [--configs defaults,short,short-rep,short-cool,short-minp]
+    .venv/bin/python bench/turns.py [--configs defaults,short,short-rep,short-cool,short-minp,cool,no-examples]
 
 Each reply is a character's turn in Character-LLM's interview setting, all 100 generated at once through
 the engine's continuous batching (reply i sampled with seed + i; the settings of earlier runs went
@@ -35,6 +35,10 @@ CONFIGS = {  # the old chat defaults first; each is reported raw and with turn e
     "short-rep": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 128},
     "short-cool": {"temperature": 0.5, "top_p": 0.9, "repetition_penalty": 1.15, "max_new_tokens": 128},
     "short-minp": {"temperature": 0.7, "top_p": 1.0, "min_p": 0.1, "repetition_penalty": 1.1, "max_new_tokens": 128},
+    # The chat defaults (short-rep) at temperature 0.5, and with less of the persona: no dialogue examples.
+    "cool": {"temperature": 0.5, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 128},
+    "no-examples": {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.2, "max_new_tokens": 128,
+                    "examples": False},
 }
 
 
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    from characters.meta_prompt import meta_prompt
     from characters.store import CharacterStore
     from engine import Engine, SamplingOptions
     from engine.loading import speed_features
@@ -60,11 +65,15 @@ def main() -> None:
         results["configs"] = json.loads(RESULTS.read_text()).get("configs", {})
     for name in args.configs.split(","):
         values = CONFIGS[name]
-        sampling = SamplingOptions(**values, seed=args.seed)
+        sampling = SamplingOptions(**{k: v for k, v in values.items() if k != "examples"}, seed=args.seed)
         started, rows = time.perf_counter(), {False: [], True: []}
         pairs = [(c, q) for q in QUESTIONS for c in characters]
+        conversations = [turn_messages(c, None, [], q) for c, q in pairs]
+        if not values.get("examples", True):  # the system prompt without the card's dialogue examples
+            for (character, _), messages in zip(pairs, conversations):
+                messages[0]["content"] = meta_prompt(character, examples=False)
         # All at once: the engine's continuous batching keeps its rows full as replies end.
-        replies = engine.generate_batch([turn_messages(c, None, [], q) for c, q in pairs], sampling)
+        replies = engine.generate_batch(conversations, sampling)
         for (character, question), reply in zip(pairs, replies):
             tokens = len(engine.tokenizer(reply)["input_ids"])
             ended = "".join(end_turn([reply], character.name, sampling.max_new_tokens, {"new_tokens": tokens}))
@@ -91,7 +100,7 @@ def main() -> None:
     for name, r in results["configs"].items():
         s = r["sampling"]
         print(f"| {name}: T {s['temperature']}, top-p {s['top_p']}, min-p {s.get('min_p', 0)}, "
-              f"rep. {s['repetition_penalty']}, "
+              f"rep. {s['repetition_penalty']}, {'' if s.get('examples', True) else 'no dialogue examples, '}"
               f"{s['max_new_tokens']} tokens | {'yes' if r['turn_endings'] else 'no'} | {r['degenerate_share']:.0%} | "
               f"{r['other_speaker_share']:.0%} | {r['median_words']} |")
 
