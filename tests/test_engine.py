@@ -162,8 +162,9 @@ def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine_4bit, 
 
 def test_a_crowd_decodes_in_one_batch_and_each_greedy_reply_is_the_one_it_gets_alone(engine, adapter_dir,
                                                                                       monkeypatch):
-    """Continuous batching: eight chats at once, of different prompt lengths, base and adapter rows mixed, share
-    decode steps; each reply is token for token the one it gets alone (fp32, where `auto` lands on a CPU)."""
+    """Continuous batching: eight chats at once, of different prompt lengths, base and adapter rows mixed, have
+    their prompts read several in a pass and share decode steps; each reply is token for token the one it gets
+    alone (fp32, where `auto` lands on a CPU)."""
     questions = ["Name three fruits.", "What is virtue?", "Hi!", "Tell me about Vienna in the year 1800, please.",
                  "Who was your teacher?", "What is music?", "Why is the sky blue?", "Write a haiku about the sea."]
     jobs = [([{"role": "system", "content": f"You are speaker number {i}." + " Be kind." * i},
@@ -171,7 +172,8 @@ def test_a_crowd_decodes_in_one_batch_and_each_greedy_reply_is_the_one_it_gets_a
     alone = [fresh(engine, messages, adapter) for messages, adapter in jobs]
     engine.prefix_cache.clear()
     monkeypatch.setattr(engine.prefix_cache, "capacity", 0)  # every job reads its own prompt, as alone
-    steps, row_steps = engine.scheduler.steps, engine.scheduler.row_steps
+    scheduler = engine.scheduler
+    steps, row_steps, reads, read_rows = scheduler.steps, scheduler.row_steps, scheduler.reads, scheduler.read_rows
     results: list = [None] * len(jobs)
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(
         jobs[i][0], GREEDY, adapter=jobs[i][1]))) for i in range(len(jobs))]
@@ -180,8 +182,52 @@ def test_a_crowd_decodes_in_one_batch_and_each_greedy_reply_is_the_one_it_gets_a
     for t in threads:
         t.join(timeout=120)
     assert results == alone
-    rows_a_step = (engine.scheduler.row_steps - row_steps) / (engine.scheduler.steps - steps)
+    rows_a_step = (scheduler.row_steps - row_steps) / (scheduler.steps - steps)
     assert rows_a_step > 3, rows_a_step  # alone it would be 1
+    assert scheduler.read_rows - read_rows >= len(jobs)
+    assert scheduler.reads - reads < len(jobs) / 2, scheduler.reads - reads  # prompts read several at once
+
+
+def test_messages_after_cached_prompts_of_different_lengths_are_read_in_one_pass_each_as_alone(engine, adapter_dir):
+    """Scheduler._read_together: the messages of opened chats (system prompts of different lengths in the prefix
+    cache; one chat with nothing cached), base and adapter rows, read in one padded pass. Each gets the first
+    token and the KV cache it gets when read alone."""
+    from engine.batching import Scheduler
+
+    chats = [(None, None), ("You are Ann, a baker from Lyon." + " Be warm." * 3, "random-lora"), ("You are Bob." + " Be kind." * 6, None),
+             ("You are Cy." + " Be brief." * 12, "random-lora")]
+    engine.prefix_cache.clear()
+    for system, adapter in chats:
+        if system:
+            engine.prefill([{"role": "system", "content": system}], adapter)
+
+    def requests():
+        made = []
+        for system, adapter in chats:
+            messages = [{"role": "system", "content": system}] if system else []
+            prompt = engine.fit([*messages, {"role": "user", "content": "Hello, who are you?"}], 8)
+            made.append(engine._request(prompt, GREEDY, adapter, None, start=None if system else (None, 0)))
+        return made
+
+    def read(batch, max_rows):
+        scheduler = Scheduler(engine, max_rows, 256)  # never started: the test runs its steps
+        scheduler._reading.extend(batch)
+        scheduler._read_chunk()
+        return scheduler
+
+    alone = requests()
+    for request in alone:
+        assert read([request], 1).reads == 1 and not request.pending
+    together = requests()
+    cached = [len(r.fed) for r in together]
+    assert cached[0] == 0 and len(set(cached)) == len(chats), cached  # four different cached lengths
+    scheduler = read(together, 8)
+    assert (scheduler.reads, scheduler.read_rows) == (1, len(chats))
+    for one, grouped in zip(alone, together):
+        assert not grouped.pending and grouped.fed == one.fed and grouped.next_token == one.next_token
+        for mine, theirs in zip(grouped.cache.layers, one.cache.layers):
+            torch.testing.assert_close(mine.keys, theirs.keys, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(mine.values, theirs.values, atol=1e-4, rtol=1e-4)
 
 
 def test_rows_of_two_adapters_and_the_base_model_in_one_pass_each_get_their_own_output(engine, adapter_dir, tmp_path):

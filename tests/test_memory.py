@@ -4,9 +4,12 @@ switch and note, the API's option, and saved chats that keep what a reply rememb
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import httpx
 import pytest
+import torch
 
 from characters.chats import ChatStore, check_chat
 from characters.store import CharacterStore
@@ -33,6 +36,30 @@ def test_a_question_in_other_words_finds_the_memory_that_answers_it(memory, data
     recalled = memory.recall(CharacterStore(data_dir).load(character), question)
     assert len(recalled) == 3 and recalled[0].score >= recalled[-1].score
     assert any(answer in r.text for r in recalled), [r.text for r in recalled]
+
+
+def test_messages_embedded_at_the_same_time_share_one_pass_and_get_the_vectors_they_get_alone(engine, monkeypatch):
+    """A classroom's messages arrive together: the caller whose turn it is embeds all waiting texts at once."""
+    texts = [f'This sentence : "{q}" means in one word:"' for q in (
+        "Who paid for your keep?", "Hi!", "What do you think of the emperor and his wars across Europe?", "Why?")]
+    alone = [engine.hidden_states([text], 0.9) for text in texts]
+    passes = []
+    real = engine._embed
+    monkeypatch.setattr(engine, "_embed", lambda jobs, *a: (passes.append(len(jobs)), real(jobs, *a)))
+    results: list = [None] * len(texts)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, engine.hidden_states([texts[i]], 0.9)))
+               for i in range(len(texts))]
+    with engine._embedding_turn:  # another caller's turn: the four wait, queued
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(engine._embeddings) < len(texts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert passes == [len(texts)]
+    for together, own in zip(results, alone):
+        torch.testing.assert_close(together, own, atol=1e-4, rtol=1e-4)
 
 
 def test_a_characters_memories_are_its_facts_and_profile_sentences(data_dir):
