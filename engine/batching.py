@@ -90,6 +90,19 @@ def _padded(tensor: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.cat([zeros, tensor], dim=2)
 
 
+def _stacked(caches: list[DynamicCache], lengths: list[int], config) -> DynamicCache:
+    """One cache holding the rows of ``caches`` in order, each padded on the left to the longest of ``lengths`` (the
+    positions each holds). A cache that holds nothing (a prompt read from its start) becomes one row of padding."""
+    longest = max(lengths)
+    like = next(cache for cache, length in zip(caches, lengths) if length)
+    data = []
+    for i, layer in enumerate(like.layers):
+        empty = layer.keys.new_zeros(1, layer.keys.shape[1], longest, layer.keys.shape[3])
+        data.append(tuple(torch.cat([_padded(getattr(cache.layers[i], name), longest - length) if length else empty
+                                     for cache, length in zip(caches, lengths)]) for name in ("keys", "values")))
+    return new_cache(config, data)
+
+
 class Scheduler:
     """Runs the requests given to ``submit`` in batches on ``engine``'s model (see the module's text)."""
 
@@ -193,11 +206,12 @@ class Scheduler:
                 self._reading.remove(request)
                 self._finish(request)
                 continue
-            take = min(len(request.pending), self.prefill_chunk)
-            if group and (len(group) + 1) * max(width, take) > self.prefill_chunk:
-                take = width
-            if len(group) == self.max_rows or (len(group) + 1) * max(width, take) > self.prefill_chunk:
-                break
+            take, rows = min(len(request.pending), self.prefill_chunk), len(group) + 1
+            if group:
+                if rows > self.max_rows or rows * width > self.prefill_chunk:
+                    break
+                if rows * take > self.prefill_chunk:
+                    take = width
             group.append(request)
             chunks.append(request.pending[:take])
             width = max(width, take)
@@ -209,16 +223,7 @@ class Scheduler:
         they come after it). Each request then gets its own part of the cache back. Returns the logits a row."""
         lengths = [len(r.fed) for r in group]
         past, width = max(lengths), max(map(len, chunks))
-        cache = new_cache(self.config)
-        if past:
-            like = next(r.cache for r, n in zip(group, lengths) if n)
-            data = []
-            for layer_index, layer in enumerate(like.layers):
-                shape = (1, layer.keys.shape[1], past, layer.keys.shape[3])
-                parts = [[_padded(getattr(r.cache.layers[layer_index], name), past - n) if n
-                          else layer.keys.new_zeros(shape) for r, n in zip(group, lengths)] for name in ("keys", "values")]
-                data.append((torch.cat(parts[0]), torch.cat(parts[1])))
-            cache = new_cache(self.config, data)
+        cache = _stacked([r.cache for r in group], lengths, self.config) if past else new_cache(self.config)
         mask = torch.zeros(len(group), past + width, dtype=torch.long)
         for i, (n, chunk) in enumerate(zip(lengths, chunks)):
             mask[i, past - n:past + len(chunk)] = 1
@@ -277,10 +282,7 @@ class Scheduler:
             else:
                 width = self._mask.shape[1]
                 grow, pad = max(0, length - width), max(0, width - length)
-                for old_layer, new_layer in zip(self._cache.layers, new.layers):
-                    for name in ("keys", "values"):
-                        setattr(old_layer, name, torch.cat([_padded(getattr(old_layer, name), grow),
-                                                            _padded(getattr(new_layer, name), pad)]))
+                self._cache = _stacked([self._cache, new], [width, length], self.config)
                 mask = torch.nn.functional.pad(self._mask, (grow, 0))
                 row = torch.cat([torch.zeros(1, pad, dtype=torch.long), torch.ones(1, length, dtype=torch.long)], 1)
                 self._mask = torch.cat([mask, row])

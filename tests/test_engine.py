@@ -194,8 +194,8 @@ def test_messages_after_cached_prompts_of_different_lengths_are_read_in_one_pass
     token and the KV cache it gets when read alone."""
     from engine.batching import Scheduler
 
-    chats = [(None, None), ("You are Ann, a baker from Lyon." + " Be warm." * 3, "random-lora"), ("You are Bob." + " Be kind." * 6, None),
-             ("You are Cy." + " Be brief." * 12, "random-lora")]
+    chats = [(None, None), ("You are Ann, a baker from Lyon." + " Be warm." * 3, "random-lora"),
+             ("You are Bob." + " Be kind." * 6, None), ("You are Cy." + " Be brief." * 12, "random-lora")]
     engine.prefix_cache.clear()
     for system, adapter in chats:
         if system:
