@@ -142,6 +142,66 @@ def app_url(engine, tmp_path_factory):
 
 # ---- helpers shared by several test files ---------------------------------------------------------
 
+# How close two next-token scores must be for a greedy choice between them to count as a tie. A batch of
+# several rows sums its products in another order than one row on CPUs whose matrix kernels block by the
+# row count (seen on an AVX-512 BF16 EPYC: logits 3e-5 to 2e-4 apart), and a greedy reply may then part at a
+# near tie. A reply that took another request's prompt or adapter parts where one token wins by whole units.
+NEAR_TIE = 0.02
+
+
+@contextlib.contextmanager
+def standard_4bit_arithmetic(engine):
+    """bitsandbytes' 4-bit computed as on a CPU without AVX-512 BF16 (weights dequantised, sums in fp32), on
+    any CPU. With AVX-512 BF16 it packs the weights for a kernel with bf16 scales, whose rounding moves
+    logits by about 0.05: enough to flip greedy near-ties between a batch and a single row, and between this
+    CPU and the AVX2 one the shipped reports were made on."""
+    import bitsandbytes as bnb
+
+    from engine.bnb_cpu import unpack_cpu_4bit
+
+    layers = [m for m in engine.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    before = [m.support_avx512bf16_for_cpu for m in layers]
+    with engine._lock:
+        unpack_cpu_4bit(engine.model)
+        for layer in layers:
+            layer.support_avx512bf16_for_cpu = False
+        engine.prefix_cache.clear()  # KV computed the other way
+    try:
+        yield
+    finally:
+        with engine._lock:
+            for layer, packs in zip(layers, before):
+                layer.support_avx512bf16_for_cpu = packs  # the next pass packs again where it did
+            engine.prefix_cache.clear()
+
+
+def greedy_gap(engine, messages, adapter, sampling, got: str, alone: str) -> float:
+    """0 when ``got`` (a greedy reply computed beside others) equals ``alone`` (the same request computed
+    alone); else how far the two tokens where they part fall below the best score there, read alone with
+    the sampler's repetition penalty: the larger of the two, in logits."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from engine.kv_cache import new_cache
+
+    if got == alone:
+        return 0.0
+    import torch
+
+    a, b = (engine.tokenizer.encode(text, add_special_tokens=False) for text in (got, alone))
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    context = engine.fit(messages, sampling.max_new_tokens) + a[:k]
+    scores, _ = engine._read(context, new_cache(engine.base_model.config), adapter)
+    if sampling.repetition_penalty != 1.0:
+        scores = RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty)(torch.tensor([context]), scores)
+    scores = scores[0]
+    end = max(float(scores[i]) for i in engine._eos_ids())  # a reply that stops there chose its end
+
+    def chosen(tokens):
+        return float(scores[tokens[k]]) if k < len(tokens) else end
+
+    return float(scores.max()) - min(chosen(a), chosen(b))
+
+
 def golden(name: str, text: str) -> None:
     """``text`` must equal the golden file ``tests/golden/<name>`` (UPDATE_GOLDEN=1 rewrites it)."""
     path = GOLDEN / name
