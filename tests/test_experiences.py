@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import NEAR_TIE, greedy_gap
 from characters.scenes import find_scene
 from characters.store import CharacterStore
 from engine import SamplingOptions
@@ -433,7 +434,8 @@ def test_openai_generator_gives_up_with_a_clear_error(fake_openai, monkeypatch):
 # ---- the real model --------------------------------------------------------------------------
 
 def test_batched_generation_matches_one_at_a_time_in_fp32(engine):
-    """Padding and positions of the batch are right when the numbers are exact (fp32)."""
+    """Padding and positions of the batch are right: each greedy reply is the one it gets alone, up to a near
+    tie where a batch's rounding differs from one row's (fp32; see NEAR_TIE)."""
     from engine import Engine, EngineOptions
 
     if engine.precision != "fp32":  # `auto` picks fp32 on a CPU for this model; elsewhere, load it so
@@ -448,7 +450,9 @@ def test_batched_generation_matches_one_at_a_time_in_fp32(engine):
     greedy = SamplingOptions(temperature=0, max_new_tokens=16)
     for batch in (conversations, sharing):  # no shared prefix; a shared system prompt read once
         stats = {}
-        assert engine.generate_batch(batch, greedy, stats=stats) == [engine.generate(c, greedy) for c in batch]
+        together = engine.generate_batch(batch, greedy, stats=stats)
+        gaps = [greedy_gap(engine, c, None, greedy, got, engine.generate(c, greedy)) for c, got in zip(batch, together)]
+        assert max(gaps) <= NEAR_TIE, list(zip(together, gaps))
     assert stats["shared_tokens"] > 16
 
 
