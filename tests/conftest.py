@@ -153,7 +153,7 @@ NEAR_TIE = 0.02
 def standard_4bit_arithmetic(engine):
     """bitsandbytes' 4-bit computed as on a CPU without AVX-512 BF16 (weights dequantised, sums in fp32), on
     any CPU. With AVX-512 BF16 it packs the weights for a kernel with bf16 scales, whose rounding moves
-    logits by about 0.05: enough to flip greedy near-ties between a batch and a single row, and between this
+    logits by up to about 0.05: enough to flip greedy near-ties between a batch and a single row, and between this
     CPU and the AVX2 one the shipped reports were made on."""
     import bitsandbytes as bnb
 
@@ -179,14 +179,13 @@ def greedy_gap(engine, messages, adapter, sampling, got: str, alone: str) -> flo
     """0 when ``got`` (a greedy reply computed beside others) equals ``alone`` (the same request computed
     alone); else how far the two tokens where they part fall below the best score there, read alone with
     the sampler's repetition penalty: the larger of the two, in logits."""
+    import torch
     from transformers import RepetitionPenaltyLogitsProcessor
 
     from engine.kv_cache import new_cache
 
     if got == alone:
         return 0.0
-    import torch
-
     a, b = (engine.tokenizer.encode(text, add_special_tokens=False) for text in (got, alone))
     k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     context = engine.fit(messages, sampling.max_new_tokens) + a[:k]
