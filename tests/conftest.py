@@ -42,6 +42,21 @@ def engine_4bit(engine):
     return Engine(EngineOptions(precision="4bit"), adapters_dir=engine.adapters_dir)
 
 
+@pytest.fixture(scope="session")
+def engine_4bit_standard(engine):
+    """4-bit NF4 computed as on a CPU without AVX-512 BF16 (weights dequantised, sums in fp32), on any CPU.
+    With AVX-512 BF16 bitsandbytes packs the weights at the first pass for a kernel with bf16 scales: its
+    rounding moves logits by up to about 0.05, enough to flip greedy near-ties between a batch and a single
+    row, and between that CPU and the AVX2 one the shipped reports were made on. Packing is turned off before
+    any pass, since packing and unpacking again leaves the scales rounded to bf16."""
+    from engine import Engine, EngineOptions
+    from engine.bnb_cpu import keep_cpu_4bit_unpacked
+
+    standard = Engine(EngineOptions(precision="4bit"), adapters_dir=engine.adapters_dir)
+    keep_cpu_4bit_unpacked(standard.model)
+    return standard
+
+
 def random_lora(source: str, folder: Path, targets=("q_proj", "v_proj"), r: int = 8, alpha: int = 16,
                 std: float = 0.1) -> Path:
     """A freshly initialised LoRA with non-zero B (so it changes the output), saved as safetensors."""
@@ -149,32 +164,6 @@ def app_url(engine, tmp_path_factory):
 NEAR_TIE = 0.02
 
 
-@contextlib.contextmanager
-def standard_4bit_arithmetic(engine):
-    """bitsandbytes' 4-bit computed as on a CPU without AVX-512 BF16 (weights dequantised, sums in fp32), on
-    any CPU. With AVX-512 BF16 it packs the weights for a kernel with bf16 scales, whose rounding moves
-    logits by up to about 0.05: enough to flip greedy near-ties between a batch and a single row, and between this
-    CPU and the AVX2 one the shipped reports were made on."""
-    import bitsandbytes as bnb
-
-    from engine.bnb_cpu import unpack_cpu_4bit
-
-    layers = [m for m in engine.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    before = [m.support_avx512bf16_for_cpu for m in layers]
-    with engine._lock:
-        unpack_cpu_4bit(engine.model)
-        for layer in layers:
-            layer.support_avx512bf16_for_cpu = False
-        engine.prefix_cache.clear()  # KV computed the other way
-    try:
-        yield
-    finally:
-        with engine._lock:
-            for layer, packs in zip(layers, before):
-                layer.support_avx512bf16_for_cpu = packs  # the next pass packs again where it did
-            engine.prefix_cache.clear()
-
-
 def greedy_gap(engine, messages, adapter, sampling, got: str, alone: str) -> float:
     """0 when ``got`` (a greedy reply computed beside others) equals ``alone`` (the same request computed
     alone); else how far the two tokens where they part fall below the best score there, read alone with
@@ -193,7 +182,7 @@ def greedy_gap(engine, messages, adapter, sampling, got: str, alone: str) -> flo
     if sampling.repetition_penalty != 1.0:
         scores = RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty)(torch.tensor([context]), scores)
     scores = scores[0]
-    end = max(float(scores[i]) for i in engine._eos_ids())  # a reply that stops there chose its end
+    end = max(float(scores[i]) for i in engine.eos_ids)  # a reply that stops there chose its end
 
     def chosen(tokens):
         return float(scores[tokens[k]]) if k < len(tokens) else end

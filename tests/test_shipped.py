@@ -8,7 +8,7 @@ import json
 import pytest
 from safetensors import safe_open
 
-from conftest import ROOT, standard_4bit_arithmetic
+from conftest import ROOT
 from engine.shipped import SHIPPED_DIR, shipped_adapters
 from evaluation.interview import InterviewOptions, interview
 from evaluation.report import percent, read_report
@@ -39,15 +39,14 @@ def test_shipped_adapters_are_not_offered_on_another_base_model():
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_a_shipped_character_answers_its_interview_as_its_report_and_the_readme_say(engine_4bit, name):
+def test_a_shipped_character_answers_its_interview_as_its_report_and_the_readme_say(engine_4bit_standard, name):
     report = read_report(SHIPPED_DIR / name / "interview.json")
     settings = report["settings"]
     assert settings["adapter"] == name  # made, as the README says, with --precision 4bit
     options = InterviewOptions(character=SHIPPED[name], adapter=name, **{k: settings[k] for k in SETTINGS})
     # The reports were made on an AVX2 CPU; a CPU with AVX-512 BF16 computes 4-bit another way unless asked
-    # (see standard_4bit_arithmetic: there the same interview kept 23 of Beethoven's 28 answers).
-    with standard_4bit_arithmetic(engine_4bit):
-        again = interview(engine_4bit, CharacterStore().find(SHIPPED[name]), options)
+    # (see engine_4bit_standard: there the same interview kept 23 of Beethoven's 28 answers).
+    again = interview(engine_4bit_standard, CharacterStore().find(SHIPPED[name]), options)
     answers = [(a["answer"], b["answer"]) for a, b in zip(again["results"], report["results"])]
     # Greedy answers are the same in the same arithmetic; another CPU's float rounding may flip a near-tie.
     assert sum(a == b for a, b in answers) >= 0.9 * len(answers), [p for p in answers if p[0] != p[1]]
