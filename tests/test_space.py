@@ -8,6 +8,7 @@ and the Python version: a change to requirements.txt builds it anew, from that f
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -27,12 +28,16 @@ def space_environment() -> Path:
     """A virtual environment with only what a Space installs: torch and requirements.txt."""
     digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes() + sys.version.encode()).hexdigest()[:16]
     venv = CACHE / f"space-venv-{digest}"
-    if not (venv / ".complete").is_file():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "torch==2.13.0", "-r", str(ROOT / "requirements.txt")], check=True, timeout=1200)
-        (venv / ".complete").touch()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # make test's two workers may both need it at once: one builds, the other waits for it.
+    with (CACHE / f"space-venv-{digest}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").is_file():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            "torch==2.13.0", "-r", str(ROOT / "requirements.txt")], check=True, timeout=1200)
+            (venv / ".complete").touch()
     return venv / "bin" / "python"
 
 
