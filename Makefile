@@ -6,9 +6,8 @@ CHROMIUM := /usr/bin/chromium
 # The browser test drives Debian's Chromium with Playwright (never a browser download).
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS    ?=
-# The suite runs in two pytest-xdist workers with one torch thread each. On 2 cores (EPYC, AVX-512 BF16)
-# it took 13 min 42 s, against 24 min 50 s in one process with two threads and 19 min 28 s in two workers
-# of two threads each (four threads on two cores wait on each other). The processes tests start inherit it.
+# The suite runs in two pytest-xdist workers with one torch thread each: two workers of two threads on two
+# cores wait on each other (the README has the timings). The processes tests start inherit the one thread.
 WORKERS ?= 2
 
 .PHONY: setup browser run test test-llamacpp bench clean
