@@ -75,7 +75,8 @@ class Engine:
         on_cuda = self.options.device == "cuda" or (self.options.device == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda" if on_cuda else "cpu")
         started = time.perf_counter()
-        self.source = resolve_model(self.options.model, Path(cache_dir) if cache_dir else models_dir(), on_cuda)
+        self.cache_dir = Path(cache_dir) if cache_dir else models_dir()
+        self.source = resolve_model(self.options.model, self.cache_dir, on_cuda)
         trust = self.options.trust_remote_code
         self.tokenizer = load_tokenizer(self.source, trust)
         self.precision, self.precision_reason = self.options.precision, "chosen"

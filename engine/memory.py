@@ -11,22 +11,32 @@ questions about three characters, each in other words than its answer, every fac
 of the character competing; a memory holding the answer came first for 24 and in the top three for
 31, at 167 ms a turn (median; AVX2, 2 cores). The depth (93 % of the layers) and the centring on the
 character's mean were chosen on Beethoven's 14 questions and held on the other 22. A character's
-memory vectors are computed once (about 4-5 s for 47 memories here) and kept; a turn embeds only its
-message.
+memory vectors are computed once (about 4-5 s for 47 memories here) and kept, in memory and on disk beside
+the models (``plumbing.layout.memory_vectors_dir``), keyed by the model, its precision and its device, so
+an app restarted (or a second process) does not compute them again; a turn embeds only its message.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import re
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from characters.schema import Character
+from plumbing.files import atomic_write_bytes
+from plumbing.layout import memory_vectors_dir
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = 'This sentence : "{}" means in one word:"'
 DEPTH = 28 / 30  # of the model's layers
@@ -58,11 +68,23 @@ class _Index:
         self.vectors = torch.nn.functional.normalize(vectors - self.mean, dim=-1)
 
 
+def model_key(engine) -> str:
+    """What memory vectors depend on besides the texts: the model's weights (their files, or the Hub commit),
+    the precision and device they ran in, and how a text is embedded."""
+    source = Path(engine.source)
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(source.glob("*.safetensors"))
+             ] if source.is_dir() else []
+    parts = [str(source), files, getattr(engine.base_model.config, "_commit_hash", None), engine.precision,
+             engine.device.type, DEPTH, TEMPLATE, torch.__version__]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 class Memory:
     """The memory vectors of recently seen characters, for one engine's model."""
 
     def __init__(self, engine):
         self.engine = engine
+        self.folder = memory_vectors_dir(engine.cache_dir) / model_key(engine)
         self._indexes: OrderedDict[str, _Index] = OrderedDict()
         self._building = threading.Lock()  # a classroom opening one character builds its vectors once
 
@@ -78,11 +100,33 @@ class Memory:
             if key in self._indexes:
                 self._indexes.move_to_end(key)
                 return self._indexes[key]
-            built = _Index(items, self._embed([text for _, text in items]))
+            vectors = self._stored(key, len(items))
+            if vectors is None:
+                vectors = self._embed([text for _, text in items])
+                self._store(key, vectors)
+            built = _Index(items, vectors)
             self._indexes[key] = built
             while len(self._indexes) > INDEXES_KEPT:
                 self._indexes.popitem(last=False)
             return built
+
+    def _stored(self, key: str, count: int) -> torch.Tensor | None:
+        """The vectors saved for ``key``, or None: none saved, or a damaged file (they are computed again)."""
+        path = self.folder / f"{key}.safetensors"
+        try:
+            vectors = load_file(path)["vectors"]
+        except FileNotFoundError:
+            return None
+        except (OSError, KeyError, SafetensorError) as err:
+            log.warning("Memory vectors in %s cannot be read (%s); computing them again", path, err)
+            return None
+        return vectors if vectors.shape[0] == count else None
+
+    def _store(self, key: str, vectors: torch.Tensor) -> None:
+        try:
+            atomic_write_bytes(self.folder / f"{key}.safetensors", save({"vectors": vectors.contiguous()}))
+        except OSError as err:  # a read-only or full disk: chat goes on, the vectors are kept in memory only
+            log.warning("Memory vectors not saved in %s: %s", self.folder, err)
 
     def recall(self, character: Character, query: str, k: int = TOP_K) -> list[Recollection]:
         """The ``k`` memories of ``character`` nearest in meaning to ``query``, nearest first."""

@@ -9,6 +9,7 @@ storage) holds::
     runs/<id>/                        QLoRA runs and their adapters (see training.runs)
     interviews/<character>/<time>/    interview reports
     models/                           converted models (or SIMULACRA_MODEL_CACHE)
+    models/memory-vectors/<model>/    characters' memory vectors for that model (see engine.memory)
 
 A change to where any of these is stored is a change to this file alone.
 """
@@ -79,6 +80,11 @@ def models_dir() -> Path:
     """Converted models: ``SIMULACRA_MODEL_CACHE`` or ``<data dir>/models``."""
     root = os.environ.get("SIMULACRA_MODEL_CACHE")
     return Path(root).resolve() if root else data_dir() / "models"
+
+
+def memory_vectors_dir(models: str | os.PathLike | None = None) -> Path:
+    """Characters' memory vectors, kept beside the models they were computed with (``models`` or ``models_dir()``)."""
+    return (Path(models) if models else models_dir()) / "memory-vectors"
 
 
 def character_datasets(character: str) -> Path:

@@ -71,6 +71,44 @@ def test_a_characters_memories_are_its_facts_and_profile_sentences(data_dir):
     assert memories_of(beethoven.copy(sims=type(beethoven.sims)())) == []
 
 
+def test_memory_vectors_are_kept_on_disk_for_the_next_process_and_a_damaged_file_is_computed_again(
+        engine, data_dir, tmp_path, monkeypatch, caplog):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from engine.memory import model_key
+
+    monkeypatch.setattr(engine, "cache_dir", tmp_path / "models")
+    beethoven = CharacterStore(data_dir).load("Ludwig van Beethoven")
+    keeper = beethoven.copy(sims=replace(beethoven.sims, facts=["I keep the lighthouse.", "My cat is called Fog."],
+                                         profile=["I was born in Tromsø. I moved to Skarvøy."]))
+    embedded = []
+    real = engine.hidden_states
+    monkeypatch.setattr(engine, "hidden_states", lambda texts, *a: (embedded.extend(texts), real(texts, *a))[1])
+
+    first = Memory(engine).index(keeper)
+    assert len(embedded) == 4
+    files = list((tmp_path / "models" / "memory-vectors").rglob("*.safetensors"))
+    assert len(files) == 1 and files[0].parent.name == model_key(engine)
+    again = Memory(engine).index(keeper)  # as an app started again: read back, nothing embedded
+    assert len(embedded) == 4 and torch.equal(again.vectors, first.vectors) and again.items == first.items
+    # Another precision's vectors are kept apart.
+    assert model_key(SimpleNamespace(**{**vars(engine), "precision": "4bit"})) != model_key(engine)
+
+    files[0].write_bytes(b"not a tensor file")
+    repaired = Memory(engine).index(keeper)
+    assert len(embedded) == 8 and "cannot be read" in caplog.text
+    torch.testing.assert_close(repaired.vectors, first.vectors)
+    assert Memory(engine).index(keeper) is not None and len(embedded) == 8  # the file was written again
+
+    # A disk that cannot be written (here a file where the folder should be): the vectors stay in memory.
+    monkeypatch.setattr(engine, "cache_dir", tmp_path / "blocked")
+    (tmp_path / "blocked").write_text("")
+    memory = Memory(engine)
+    assert memory.index(keeper) is not None and "not saved" in caplog.text
+    assert [r.text for r in memory.recall(keeper, "What is your cat's name?")][0] == "My cat is called Fog."
+
+
 def test_memories_go_just_before_the_message_so_the_cached_prompt_is_kept(engine, data_dir):
     socrates = CharacterStore(data_dir).load("Socrates")
     history = [{"role": "user", "content": "Hello.", "name": "Anna"},
