@@ -292,9 +292,12 @@ class Engine:
 
     def prefill(self, messages: list[Message], adapter: str | None = None) -> int:
         """Read ``messages`` ahead into the prefix cache (e.g. a system prompt and greeting when a chat
-        opens), so that the first reply only reads the new message. Returns the tokens read."""
+        opens), so that the first reply only reads the new message. Returns the tokens read: none where the
+        prefix cache keeps nothing (``prefix_cache_entries`` 0), since what is read would be thrown away."""
         adapter = adapter or None
         self.check_adapter(adapter)
+        if self.prefix_cache.capacity <= 0:
+            return 0
         ids = self.encode(messages, reply=False)[: self.options.max_context_tokens]
         cache, reused = self.prefix_cache.take(adapter, ids)
         cache = cache if cache is not None else new_cache(self.base_model.config)

@@ -308,6 +308,17 @@ def test_the_growing_kv_cache_gives_the_same_logits_and_appends_in_place(engine)
     assert torch.equal(growing.layers[3].keys, dynamic.layers[3].keys)
 
 
+def test_reading_ahead_reads_nothing_where_the_prefix_cache_keeps_nothing(engine, monkeypatch):
+    engine.prefix_cache.clear()
+    reads = []
+    real = engine._read
+    monkeypatch.setattr(engine, "_read", lambda ids, *a: (reads.append(len(ids)), real(ids, *a))[1])
+    monkeypatch.setattr(engine.prefix_cache, "capacity", 0)
+    assert engine.prefill(BEETHOVEN[:1]) == 0 and reads == [] and len(engine.prefix_cache) == 0
+    monkeypatch.setattr(engine.prefix_cache, "capacity", 16)
+    assert engine.prefill(BEETHOVEN[:1]) == reads[0] > 0 and len(engine.prefix_cache) == 1
+
+
 def test_many_visitors_of_one_character_all_reuse_its_system_prompt(engine):
     """The prefix cache hands out copies: a classroom of visitors chatting with one character at once all start
     from its cached system prompt, not only the first to come."""
