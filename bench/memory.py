@@ -70,9 +70,11 @@ def main() -> None:
 
     engine = Engine()
     store = CharacterStore()
+    # An empty folder (removed at exit), so the vectors are computed; a second Memory (as a restarted app)
+    # then reads them back.
+    scratch = tempfile.TemporaryDirectory(prefix="memory-vectors-")
+    engine.cache_dir = Path(scratch.name)
     memory, reloaded = Memory(engine), Memory(engine)
-    # An empty folder, so the vectors are computed; then a second Memory (as a restarted app) reads them back.
-    memory.folder = reloaded.folder = Path(tempfile.mkdtemp(prefix="memory-vectors-"))
     ranks, turns, builds, misses = [], [], {}, []
     for name, questions in QUESTIONS.items():
         character = store.load(name)
