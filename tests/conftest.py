@@ -65,8 +65,9 @@ def random_lora(source: str, folder: Path, targets=("q_proj", "v_proj"), r: int 
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    lora = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets)))
+    # Seeded before PEFT draws A, so the adapter is the same whatever ran before it in the worker.
     torch.manual_seed(0)
+    lora = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets)))
     for name, param in lora.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=std)
