@@ -185,6 +185,25 @@ def test_stop_then_resume_in_a_process_of_its_own(tiny_dataset, data_dir):
     assert state["global_step"] == 12 and (last_checkpoint(folder) / "optimizer.pt").is_file()
 
 
+def test_stop_asked_while_a_resumed_run_loads_ends_it_at_its_checkpoint_without_another_step(tiny_dataset,
+                                                                                            data_dir):
+    from safetensors.torch import load_file
+
+    folder = data_dir / "runs" / "sliced"
+    # One slice, driven by this process as the app drives slices on ZeroGPU: it ends after step 1.
+    assert train(options(tiny_dataset, folder, save_steps=100), folder, budget_s=0, owner_pid=os.getpid()) is None
+    checkpoint = last_checkpoint(folder)
+    assert checkpoint.name == "checkpoint-1" and read_status(folder)["state"] == "running"
+    (folder / "STOP").touch()  # Stop, pressed between two slices
+    adapter = train(options(tiny_dataset, folder, save_steps=100, resume=True), folder, owner_pid=os.getpid())
+    status = read_status(folder)
+    assert status["state"] == "stopped" and status["step"] == 1
+    assert max(json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()) == 1
+    saved, kept = load_file(adapter / "adapter_model.safetensors"), load_file(checkpoint / "adapter_model.safetensors")
+    assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)
+    assert any(k for k in saved if "lora_B" in k and saved[k].abs().sum() > 0)  # trained weights, not fresh ones
+
+
 def test_kill_9_leaves_an_interrupted_run_that_resumes(tiny_dataset, data_dir):
     jobs = JobManager()
     run_id = jobs.submit(options(tiny_dataset, "", max_steps=10, save_steps=2, learning_rate=1e-3))

@@ -239,8 +239,9 @@ def train(options: RunOptions, folder: Path, budget_s: float | None = None, owne
 
 def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid: int | None) -> Path | None:
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainerState, TrainingArguments
 
     from engine.loading import load_model, load_tokenizer, pad_id
     from engine.model_source import resolve_model
@@ -352,9 +353,20 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=collator, callbacks=callbacks)
     checkpoint = last_checkpoint(folder) if options.resume else None
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if checkpoint and (stopping["asked"] or stop_file.exists()):
+        # Stop came while the run loaded: end it at its checkpoint now. The Trainer would check only after a
+        # whole step, which on a CPU takes longer than the load did.
+        stopping["asked"] = True
+        state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        kept = Path(state.best_model_checkpoint or "") if args.load_best_model_at_end else None
+        weights = (kept if kept and kept.is_dir() else checkpoint) / "adapter_model.safetensors"
+        set_peft_model_state_dict(model, load_file(str(weights)))
+        runtime = None
+    else:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        state, runtime = trainer.state, result.metrics.get("train_runtime")
     if stopping["sliced"] and not stopping["asked"]:
-        write_status(folder, state="running", step=trainer.state.global_step)
+        write_status(folder, state="running", step=state.global_step)
         return None
     adapter = folder / "adapter"
     model.save_pretrained(adapter, safe_serialization=True)
@@ -362,12 +374,12 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     logs = read_log(folder)
     losses = [r["loss"] for r in logs if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in logs if r.get("eval_loss") is not None]
-    metrics = {"step": trainer.state.global_step, "loss": losses[-1] if losses else None,
-               "eval_loss": evals[-1] if evals else None, "train_runtime_s": result.metrics.get("train_runtime")}
+    metrics = {"step": state.global_step, "loss": losses[-1] if losses else None,
+               "eval_loss": evals[-1] if evals else None, "train_runtime_s": runtime}
     if scores_recall:
         recalls = [r["recall"] for r in logs if r.get("recall") is not None]
-        metrics.update(recall=recalls[-1] if recalls else None, best_recall=trainer.state.best_metric,
-                       best_step=trainer.state.best_global_step if options.keep_best else None)
+        metrics.update(recall=recalls[-1] if recalls else None, best_recall=state.best_metric,
+                       best_step=state.best_global_step if options.keep_best else None)
     atomic_write_text(adapter / "README.md", model_card(options, dataset_path, source, metrics))
     atomic_write_json(adapter / "simulacra.json", {"character": options.character, "dataset": str(dataset_path),
                                                    "options": asdict(options), "metrics": metrics})
