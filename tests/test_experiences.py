@@ -325,34 +325,6 @@ def test_pipeline_counts_drops_and_writes_the_dataset(beethoven, data_dir):
     assert {"messages", "kind", "source"} <= set(dataset.column_names) and len(dataset) == len(examples)
 
 
-def test_recollections_ask_each_fact_after_a_note_of_memories_as_chat_with_memory_gives_it(beethoven, data_dir):
-    from engine.memory import Recollection, memories_of, remembering
-
-    plain = build_dataset(beethoven, ScriptedGenerator(), ExperienceOptions(
-        character=beethoven.name, scenes=0, protective=0, phrasings=1), data_dir / "plain")
-    assert "recollection" not in json.loads((plain / "stats.json").read_text())["by_kind"]  # off by default
-    options = ExperienceOptions(character=beethoven.name, scenes=0, protective=0, phrasings=1, recollections=2)
-    out = build_dataset(beethoven, ScriptedGenerator(), options, data_dir / "ds")
-    recalled = [e for e in load_examples(out) if e["kind"] == "recollection"]
-    dev = recall_dev_set(beethoven)
-    assert len(recalled) == 2 * len(beethoven.sims.facts) and not {
-        e["messages"][2]["content"] for e in recalled} & {row["question"] for row in dev}
-    memories = {text for _, text in memories_of(beethoven)}
-    without = 0
-    for example in recalled:
-        system, note, question, answer = example["messages"]
-        lines = note["content"].splitlines()[1:]
-        # The note is the one chat with memory writes (engine.memory.remembering), in the same place.
-        assert remembering([system, question], beethoven, [Recollection(line[2:], "", 0.0) for line in lines]
-                           ) == [system, note, question]
-        assert len(lines) == 3 and {line[2:] for line in lines} <= memories
-        assert answer["role"] == "assistant" and answer["content"] in beethoven.sims.facts
-        without += f"- {answer['content']}" not in lines
-    assert without == len(recalled) // 5  # one note in five leaves the fact out
-    facts = {row["fact"]: row for row in json.loads((out / "stats.json").read_text())["facts"]}
-    assert all(row["asked"] == 3 for row in facts.values())  # one phrasing and two recollections
-
-
 def test_a_stopped_run_resumes_without_redoing_work(beethoven, data_dir):
     options = ExperienceOptions(character=beethoven.name, scenes=8, protective=0, phrasings=1)
     stop = threading.Event()

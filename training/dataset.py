@@ -31,7 +31,6 @@ from characters.meta_prompt import meta_prompt
 from characters.scenes import INTERVIEW, Scene, scene_catalogue
 from characters.schema import Character
 from engine import SamplingOptions
-from engine.memory import Recollection, remembering
 from engine.generators import LocalGenerator, OpenAIGenerator
 from plumbing.checks import check_whole_numbers
 from plumbing.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
@@ -39,7 +38,6 @@ from plumbing.layout import dataset_folder
 from training.experience import Experience, experience_from
 from training.grounded_interviews import grounded_interviews, recall_dev_set
 from training.recall import DEV_FILE
-from training.recollections import recollections
 from training.retellings import retellings
 from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
 from characters.era import unknowable
@@ -58,9 +56,6 @@ class ExperienceOptions:
     per_interview: int = field(default=4, metadata={"help": "Questions per grounded interview."})
     retellings: int = field(default=4, metadata={
         "help": "First-person retellings of all the facts, each in a new order (0 = none)."})
-    recollections: int = field(default=0, metadata={
-        "help": "Questions of each fact asked with a note of memories before them, as chat with memory brings "
-                "them, the fact among them or not (0 = none)."})
     probe_every: int = field(default=6, metadata={
         "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
@@ -78,7 +73,6 @@ class ExperienceOptions:
 
     def __post_init__(self):
         check_whole_numbers(self, (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("retellings", 0, 20),
-                                   ("recollections", 0, 10),
                                    ("per_interview", 1, 16), ("probe_every", 0, 100), ("batch_size", 1, 64),
                                    ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)))
         if self.generator not in ("local", "openai"):
@@ -258,11 +252,7 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
                                      options.probe_every, dev)
     told = retellings(character, options.retellings, random.Random(options.seed))
-    recalled = recollections(character, options.recollections, random.Random(options.seed), dev)
     examples = [to_example(e, character) for e in experiences + interviews + told]
-    examples += [{**example, "messages": remembering(example["messages"], character,
-                                                     [Recollection(text, "", 0.0) for text in note])}
-                 for example, note in ((to_example(e, character), note) for e, note in recalled)]
     # A dataset generated before there was a dev set may ask a dev question in a protective experience.
     asked = {m["content"] for e in examples for m in e["messages"] if m["role"] == "user"}
     dev = [row for row in dev if row["question"] not in asked]
@@ -278,7 +268,7 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
         "dropped": len(drops), "drops_by_reason": dict(Counter(d["reason"] for d in drops)),
         "scenes": len(scenes),
         "scenes_by_source": dict(Counter(r.get("source", "generated") for r in scenes)),
-        "tokens": tokens, "facts": fact_coverage(character, interviews + [e for e, _ in recalled], told, dev), "finished": time.time(),
+        "tokens": tokens, "facts": fact_coverage(character, interviews, told, dev), "finished": time.time(),
     }
     atomic_write_json(out / "stats.json", stats)
     return stats

@@ -12,7 +12,7 @@ from characters.schema import Character
 from training.dialogue import contradicts_facts, parse_dialogue
 
 MIN_TURNS = 3
-KINDS = ("experience", "protective", "interview", "retelling", "recollection")
+KINDS = ("experience", "protective", "interview", "retelling")
 
 # Lines of the prompts' worked example: a small model copies them, and they are not the character's life.
 EXAMPLE_LINES = {"I must not show them how tired I am tonight.", "Good evening, come in! You are welcome here.",
