@@ -263,6 +263,12 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     if threading.current_thread() is threading.main_thread():  # only there can a signal handler be set
         signal.signal(signal.SIGTERM, lambda *_: stopping.update(asked=True))
 
+    def stop_asked() -> bool:
+        """Stop was asked: a SIGTERM (to a run in its own process) or the STOP file (the one way to reach
+        slices run in the app)."""
+        stopping["asked"] = stopping["asked"] or stop_file.exists()
+        return stopping["asked"]
+
     on_cuda = torch.cuda.is_available()
     source = resolve_model(options.model, on_cuda=on_cuda)
     tokenizer = load_tokenizer(source)
@@ -321,9 +327,8 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
                 metrics["eval_recall"] = self.recall
 
         def on_step_end(self, args, state, control, **kwargs):
-            if stopping["asked"] or stop_file.exists():
-                stopping["asked"] = True
-            elif budget_s is not None and time.time() - started > budget_s and state.global_step < state.max_steps:
+            if (not stop_asked() and budget_s is not None and time.time() - started > budget_s
+                    and state.global_step < state.max_steps):
                 stopping["sliced"] = True
             if stopping["asked"] or stopping["sliced"]:
                 control.should_training_stop = True
@@ -350,19 +355,18 @@ def _train(options: RunOptions, folder: Path, budget_s: float | None, owner_pid:
     callbacks = [Progress()]
     if scores_recall and options.early_stop:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=options.early_stop))
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator, callbacks=callbacks)
     checkpoint = last_checkpoint(folder) if options.resume else None
-    if checkpoint and (stopping["asked"] or stop_file.exists()):
+    if checkpoint and stop_asked():
         # Stop came while the run loaded: end it at its checkpoint now. The Trainer would check only after a
         # whole step, which on a CPU takes longer than the load did.
-        stopping["asked"] = True
         state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
         kept = Path(state.best_model_checkpoint or "") if args.load_best_model_at_end else None
         weights = (kept if kept and kept.is_dir() else checkpoint) / "adapter_model.safetensors"
         set_peft_model_state_dict(model, load_file(str(weights)))
         runtime = None
     else:
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                          data_collator=collator, callbacks=callbacks)
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         state, runtime = trainer.state, result.metrics.get("train_runtime")
     if stopping["sliced"] and not stopping["asked"]:
