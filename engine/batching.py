@@ -122,6 +122,9 @@ class Scheduler:
         self._mask: torch.Tensor | None = None  # [rows, T]: 1 for real tokens, 0 for padding
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Set while the loop waits with nothing to do, after it has given the freed memory back: what a
+        # caller that measures the process's memory waits for (a reply can arrive before the trim ends).
+        self.idle = threading.Event()
         self.steps = 0  # decode steps run, and rows in them: their ratio is the mean batch size
         self.row_steps = 0
         self.reads = 0  # prompt-reading passes, and requests read in them
@@ -148,7 +151,9 @@ class Scheduler:
             if not (self._reading or self._ready or self._rows):
                 if self._incoming.empty():
                     _trim_heap()  # idle: the memory of the batch that ended goes back to the system
+                    self.idle.set()
                 self._reading.append(self._incoming.get())  # then sleep until a request comes
+                self.idle.clear()
             while True:
                 try:
                     self._reading.append(self._incoming.get_nowait())
