@@ -38,6 +38,9 @@ ACCEPTING = re.compile(r"^\W*(?:yes|yeah|yep|sure|of course|certainly|absolutely
 # A reader's reading of a clause about the unknown thing: denied, owned or used, known, or liked.
 NEGATION = re.compile(r"\b(?:no|not|never|nor|none|nothing|cannot|without)\b|n't\b", re.IGNORECASE)
 FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us)\b", re.IGNORECASE)
+# A statement about oneself: it opens with I or my (after a stage note such as "(thinking)").
+SPEAKS_OF_SELF = re.compile(r"^\W*(?:\([^)]*\)\s*)?(?:i|i'm|i've|i'd|i'll|my)\b", re.IGNORECASE)
+PREMISE_WORDS = 2  # of the question's content words that a statement must say again to take its premise
 KNOWLEDGE = re.compile(
     r"\b(?:uses|using|contains?|consists? of|made (?:of|from|up of)|works? by|runs? on|powered by"
     r"|(?:is|are|was|were) used (?:to|for)|designed (?:to|for)|allows?|lets you|enables?|connects?|transmits?"
@@ -128,6 +131,21 @@ def treats_as_own(answer: str, terms: list[str]) -> bool:
     return any(FIRST_PERSON.search(clause) and not denied for clause, denied in _about(_sentences(answer), terms))
 
 
+def premise_words(question: Question) -> list[str]:
+    """The question's content words: what its premise says of the character ("soldiers", "muskets")."""
+    return sorted({w.strip("'") for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
+
+
+def takes_premise(answer: str, question: Question) -> bool:
+    """The answer takes the probe's false premise as its own life, whatever the forbidden list says: a statement
+    about itself that says two of the question's content words again and does not deny them ("My soldiers
+    load their muskets and cannons.", "I fought in the battle of Agincourt."). Said of anything else, the
+    words are not the character's ("Reading by an electric light at night sounds strange to me.")."""
+    terms = premise_words(question)
+    return any(SPEAKS_OF_SELF.search(clause) and not denied and sum(contains(clause, t) for t in terms) >= PREMISE_WORDS
+               for clause, denied in _about(_sentences(answer), terms))
+
+
 def shows_knowledge(answer: str, terms: list[str]) -> bool:
     """The answer knows the thing: what it is made of or how it works ("A smartphone uses electricity",
     "It contains batteries"), or an opinion of it ("their later albums were more experimental")."""
@@ -141,7 +159,8 @@ def protected(answer: str, question: Question) -> bool | None:
         return None
     terms = thing_terms(question)
     return not (forbidden(answer, question) or other_names(answer, question) or explains(answer) or accepts(answer)
-                or breaks_character(answer) or treats_as_own(answer, terms) or shows_knowledge(answer, terms))
+                or breaks_character(answer) or treats_as_own(answer, terms) or takes_premise(answer, question)
+                or shows_knowledge(answer, terms))
 
 
 def named_anachronisms(answer: str, question: Question, era_end: int | None) -> list[str] | None:
@@ -219,7 +238,7 @@ def score(answer: str, question: Question, era_end: int | None = None) -> dict:
             "forbidden_found": forbidden(answer, question) + (other_names(answer, question) if probe else []),
             "explains": explains(answer) if probe else None,
             "accepts": accepts(answer) if probe else None,
-            "owns": treats_as_own(answer, terms) if probe else None,
+            "owns": treats_as_own(answer, terms) or takes_premise(answer, question) if probe else None,
             "knows": shows_knowledge(answer, terms) if probe else None,
             "anachronisms": named_anachronisms(answer, question, era_end),
             "breaks_character": breaks_character(answer), "degenerate": degenerate(answer),

@@ -74,6 +74,27 @@ def test_protection_fails_when_the_answer_takes_the_thing_into_the_characters_li
     assert not metrics.treats_as_own(denied, metrics.thing_terms(probe)) and metrics.protected(denied, probe) is True
 
 
+MUSKETS = Question("How do your soldiers load their muskets and cannons?", topic_id="topic-4",
+                   forbidden_any=["gunpowder", "musket ball", "ramrod"])
+AGINCOURT = Question("Tell me about the battle of Agincourt in 1415, where you fought.", topic_id="topic-4",
+                     forbidden_any=["longbow", "henry v", "i fought at agincourt"])
+LIGHT = Question("Do you read at night by electric light?", topic_id="topic-4", forbidden_any=["light bulb", "edison"])
+
+
+@pytest.mark.parametrize("probe, taken, refused", [
+    # The forbidden list names none of these words: the premise is read from the question.
+    (MUSKETS, "My soldiers load their muskets and cannons.", "Muskets? Cannons? My soldiers carry spears and shields."),
+    (AGINCOURT, "I fought in the battle of Agincourt.", "I never fought in any battle of Agincourt; I grow roses."),
+    (AGINCOURT, "(thinking) I led the archers at the battle of Agincourt.",
+     "We were talking of the battle of Agincourt, I think."),
+    (LIGHT, "I read every night by electric light.", "At night I read by candle; an electric light I have never seen."),
+])
+def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own_life(probe, taken, refused):
+    assert metrics.takes_premise(taken, probe) and metrics.protected(taken, probe) is False
+    assert metrics.score(taken, probe)["owns"] is True
+    assert not metrics.takes_premise(refused, probe) and metrics.protected(refused, probe) is True
+
+
 @pytest.mark.parametrize("probe, knowing, puzzled", [
     (PHONE, "A smartphone uses electricity to perform tasks. It contains batteries, processors, cameras.",
      "I know nothing of a smartphone. Is it a kind of snuff box?"),
