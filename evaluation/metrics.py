@@ -88,12 +88,17 @@ def accepts(answer: str) -> bool:
     return ACCEPTING.search(SPEAKER_TAG.sub("", answer, count=1)) is not None
 
 
+def premise_words(question: Question) -> list[str]:
+    """The question's content words: what its premise says of the character ("soldiers", "muskets")."""
+    return sorted({w.strip("'") for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
+
+
 def thing_terms(question: Question) -> list[str]:
     """The words that name what a probe asks about: the names of a known anachronism the question uses,
     its forbidden content, else its own content words (Character-LLM's probes carry no forbidden list)."""
     named = [n for a in anachronisms() for n in a["names"] if contains(question.question, n)]
     terms = named + [t.strip() for t in question.forbidden_any if t.strip()]
-    return terms or [w.strip("'") for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP]
+    return terms or premise_words(question)
 
 
 def _things_asked(question: Question) -> list[dict]:
@@ -131,16 +136,11 @@ def treats_as_own(answer: str, terms: list[str]) -> bool:
     return any(FIRST_PERSON.search(clause) and not denied for clause, denied in _about(_sentences(answer), terms))
 
 
-def premise_words(question: Question) -> list[str]:
-    """The question's content words: what its premise says of the character ("soldiers", "muskets")."""
-    return sorted({w.strip("'") for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
-
-
 def takes_premise(answer: str, question: Question) -> bool:
     """The answer takes the probe's false premise as its own life, whatever the forbidden list says: a statement
     about itself that says two of the question's content words again and does not deny them ("My soldiers
-    load their muskets and cannons.", "I fought in the battle of Agincourt."). Said of anything else, the
-    words are not the character's ("Reading by an electric light at night sounds strange to me.")."""
+    load their muskets and cannons.", "I fought in the battle of Agincourt."); said of anything else, the
+    words are not a claim on its life ("We were talking of the battle of Agincourt, I think.")."""
     terms = premise_words(question)
     return any(SPEAKS_OF_SELF.search(clause) and not denied and sum(contains(clause, t) for t in terms) >= PREMISE_WORDS
                for clause, denied in _about(_sentences(answer), terms))
