@@ -146,6 +146,11 @@ def takes_premise(answer: str, question: Question) -> bool:
                for clause, denied in _about(_sentences(answer), terms))
 
 
+def owns(answer: str, question: Question, terms: list[str]) -> bool:
+    """The thing, or the question's premise, taken into the character's life (either of the two rules above)."""
+    return treats_as_own(answer, terms) or takes_premise(answer, question)
+
+
 def shows_knowledge(answer: str, terms: list[str]) -> bool:
     """The answer knows the thing: what it is made of or how it works ("A smartphone uses electricity",
     "It contains batteries"), or an opinion of it ("their later albums were more experimental")."""
@@ -159,8 +164,7 @@ def protected(answer: str, question: Question) -> bool | None:
         return None
     terms = thing_terms(question)
     return not (forbidden(answer, question) or other_names(answer, question) or explains(answer) or accepts(answer)
-                or breaks_character(answer) or treats_as_own(answer, terms) or takes_premise(answer, question)
-                or shows_knowledge(answer, terms))
+                or breaks_character(answer) or owns(answer, question, terms) or shows_knowledge(answer, terms))
 
 
 def named_anachronisms(answer: str, question: Question, era_end: int | None) -> list[str] | None:
@@ -238,7 +242,7 @@ def score(answer: str, question: Question, era_end: int | None = None) -> dict:
             "forbidden_found": forbidden(answer, question) + (other_names(answer, question) if probe else []),
             "explains": explains(answer) if probe else None,
             "accepts": accepts(answer) if probe else None,
-            "owns": treats_as_own(answer, terms) or takes_premise(answer, question) if probe else None,
+            "owns": owns(answer, question, terms) if probe else None,
             "knows": shows_knowledge(answer, terms) if probe else None,
             "anachronisms": named_anachronisms(answer, question, era_end),
             "breaks_character": breaks_character(answer), "degenerate": degenerate(answer),
