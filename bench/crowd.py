@@ -104,8 +104,9 @@ def crowd(clients, models: list[str], questions: list[str], tokens: int) -> dict
             "texts": [r["text"] for r in results]}
 
 
-def measure(precision: str, sizes: list[int], tokens: int, port: int) -> dict:
+def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_threads: int = 0) -> dict:
     import openai
+    import torch
 
     from characters.store import CharacterStore
     from conftest import random_lora
@@ -113,7 +114,7 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int) -> dict:
     from training.qlora import PRESETS, TARGETS
     from ui.app import server
 
-    engine = Engine(EngineOptions(precision=precision, max_batch_rows=max(sizes)))
+    engine = Engine(EngineOptions(precision=precision, max_batch_rows=max(sizes), decode_threads=decode_threads))
     folder = Path(tempfile.mkdtemp()) / ADAPTER
     random_lora(engine.source, folder, TARGETS.split(","), PRESETS["quick"]["lora_r"], PRESETS["quick"]["lora_alpha"],
                 std=0.02)
@@ -165,7 +166,8 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int) -> dict:
         if alone_rate:
             row["ratio_to_one"] = row["tokens_per_s"] / alone_rate[row["mode"]]
         del row["texts"]
-    return {"precision": engine.precision, "precision_reason": engine.precision_reason, "rows": rows,
+    return {"precision": engine.precision, "precision_reason": engine.precision_reason,
+            "decode_threads": engine.decode_threads, "threads": torch.get_num_threads(), "rows": rows,
             "greedy_replies_same_alone_and_in_8": same}
 
 
@@ -175,11 +177,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--precisions", nargs="+", default=["auto", "4bit"])
     parser.add_argument("--port", type=int, default=7941)
+    parser.add_argument("--decode-threads", type=int, default=0, help="the engine's decode_threads (0: auto)")
     args = parser.parse_args()
 
     from engine.loading import speed_features
 
-    runs = [measure(p, args.visitors, args.tokens, args.port + k) for k, p in enumerate(args.precisions)]
+    runs = [measure(p, args.visitors, args.tokens, args.port + k, args.decode_threads)
+            for k, p in enumerate(args.precisions)]
     for run in runs:
         run["measured"] = time.strftime("%Y-%m-%d %H:%M")
     # A precision measured in an earlier run stays in the JSON (with its date) until it is measured again.
@@ -197,7 +201,8 @@ def main() -> None:
                   f"{r.get('ratio_to_one', float('nan')):.2f} | {r['ttft_median_s']:.2f} s | {r['ttft_worst_s']:.2f} s | "
                   f"{r['mean_batch_rows']:.1f} | {r['peak_rss_mb']:.0f} MB |")
         if run["greedy_replies_same_alone_and_in_8"] is not None:
-            print(f"{run['precision']} (measured {run['measured']}): {run['greedy_replies_same_alone_and_in_8']} "
+            print(f"{run['precision']} (measured {run['measured']}, decode steps on {run.get('decode_threads')} of "
+                  f"{run.get('threads')} threads): {run['greedy_replies_same_alone_and_in_8']} "
                   "of 8 greedy replies the same alone and in the crowd of 8")
 
 

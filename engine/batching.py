@@ -303,7 +303,8 @@ class Scheduler:
             extra = {"attention_mask": mask, "position_ids": torch.tensor([[len(r.fed)] for r in rows])}
         adapters = [r.adapter for r in rows]
         try:
-            logits, self._cache = self.engine._forward(tokens, self._cache, adapters, **extra)
+            logits, self._cache = self.engine._forward(tokens, self._cache, adapters,
+                                                       threads=self.engine.decode_threads, **extra)
         except Exception as err:  # noqa: BLE001 - every row of the failed pass gets the error
             log.exception("a batched decode step failed")
             self._fail(rows, err)

@@ -30,6 +30,10 @@ class EngineOptions:
     prefix_cache_entries: int = field(default=16, metadata={"help": "KV caches of recent conversations kept for reuse."})
     max_batch_rows: int = field(default=16, metadata={
         "help": "Most replies decoded together in one forward pass (continuous batching); more wait their turn."})
+    decode_threads: int = field(default=0, metadata={
+        "help": "CPU threads a decode step uses; 0 (auto) leaves one of torch's threads to the server's own work "
+                "(HTTP, the tokenizer, streaming), as llama.cpp splits --threads from --threads-batch. Prompts "
+                "are read with all of them."})
     engine_url: str = field(default_factory=lambda: os.environ.get("SIMULACRA_ENGINE_URL", ""), metadata={
         "help": "An OpenAI-compatible server (vLLM, TGI, llama.cpp server, another instance of this app) that "
                 "runs the model instead of this process, e.g. http://gpu-box:8000/v1 (default: "
@@ -48,6 +52,8 @@ class EngineOptions:
             raise ValueError("max_context_tokens must be between 256 and 131072")
         if not 1 <= int(self.max_batch_rows) <= 256:
             raise ValueError("max_batch_rows must be between 1 and 256")
+        if not 0 <= int(self.decode_threads) <= 256:
+            raise ValueError("decode_threads must be between 0 (auto) and 256")
         if self.engine_url and not self.engine_url.startswith(("http://", "https://")):
             raise ValueError(f"engine_url must be an http:// or https:// URL, not {self.engine_url!r}")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import BEETHOVEN, NEAR_TIE, greedy_gap
-from engine import AdapterError, PromptTooLong, SamplingOptions
+from engine import AdapterError, EngineOptions, PromptTooLong, SamplingOptions
 from engine.model_source import EMBEDDED_NAME, embedded_gguf
 from plumbing.layout import models_dir
 
@@ -278,6 +278,42 @@ def test_a_failed_forward_pass_reaches_its_reader_and_the_engine_goes_on(engine,
         engine.generate(BEETHOVEN, GREEDY)
     monkeypatch.setattr(engine, "_forward", real)
     assert engine.generate(BEETHOVEN, GREEDY).strip()
+
+
+def test_decode_steps_run_on_the_decode_threads_and_prompts_are_read_on_all(engine, monkeypatch):
+    """The server keeps a core for its own work while rows decode (``decode_threads``); reading a prompt,
+    where another thread pays, uses all of torch's threads, and each step gives them back. (OpenMP's thread
+    count belongs to the thread that sets it: the scheduler's own, here the suite's one.) The greedy reply is the
+    same, or parts from it only at a near tie, since threads may sum in another order."""
+    seen = []
+    handle = engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads())),
+        with_kwargs=True)
+    try:
+        engine.prefix_cache.clear()
+        alone = engine.generate(BEETHOVEN, GREEDY)
+        all_threads = {threads for width, threads in seen if width > 1}
+        assert len(all_threads) == 1
+        more = all_threads.pop() + 1
+        seen.clear()
+        engine.prefix_cache.clear()
+        monkeypatch.setattr(engine, "decode_threads", more)
+        other = engine.generate(BEETHOVEN, GREEDY)
+        engine.prefix_cache.clear()
+        engine.generate(BEETHOVEN, SamplingOptions(temperature=0, max_new_tokens=1))  # a read after those steps
+    finally:
+        handle.remove()
+    reads = [threads for width, threads in seen if width > 1]
+    steps = [threads for width, threads in seen if width == 1]
+    assert len(reads) >= 2 and set(reads) == {more - 1}
+    assert len(steps) >= 5 and set(steps) == {more}
+    assert greedy_gap(engine, BEETHOVEN, None, GREEDY, other, alone) < NEAR_TIE
+
+
+def test_decode_threads_are_checked():
+    with pytest.raises(ValueError, match="decode_threads"):
+        EngineOptions(decode_threads=-1)
+    assert EngineOptions(decode_threads=3).decode_threads == 3
 
 
 def test_batch_rows_are_seeded_one_after_another(engine):
