@@ -58,8 +58,8 @@ class AdapterError(ValueError):
 
 @contextmanager
 def cpu_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``count`` while inside (``None``: left as they are). OpenMP keeps the
-    count per thread, so only the calling thread's passes (the scheduler's) are changed."""
+    """The calling thread's torch intra-op threads set to ``count`` while inside (``None``: left as they are).
+    OpenMP keeps the count per thread, so other threads' passes are not changed."""
     before = torch.get_num_threads()
     if count is None or count == before:
         yield
@@ -114,9 +114,10 @@ class Engine:
         # A decode step of a few rows gains little from a second thread, and on a small CPU that thread takes
         # the core the server streams from: 8 visitors through the API on 2 cores (fp32, AVX-512 BF16) got
         # 26.8-27.9 tokens/s with one decode thread against 23.7-24.0 with two, alternated in one process.
-        # Reading a prompt uses them all.
-        self.decode_threads = None if on_cuda else (
-            int(self.options.decode_threads) or max(1, torch.get_num_threads() - 1))
+        # Reading a prompt uses them all. Every pass names its count: OpenMP keeps one per thread, and a thread
+        # whose first torch op ran while a decode step had lowered the process-wide default would keep it.
+        self.threads = torch.get_num_threads()
+        self.decode_threads = None if on_cuda else (int(self.options.decode_threads) or max(1, self.threads - 1))
         self.scheduler = Scheduler(self, self.options.max_batch_rows, self.prefill_chunk)
         log.info("Loaded %s in %s (%s) on %s in %.1fs; decode steps use %s of %d CPU threads", self.source,
                  precision, self.precision_reason, self.device, self.load_seconds, self.decode_threads,
@@ -274,7 +275,7 @@ class Engine:
     def _forward(self, input_ids: torch.Tensor, cache, adapter: str | None | list[str | None],
                  last: list[int] | None = None, threads: int | None = None, **extra):
         """One forward pass with ``adapter`` active, or one adapter a row (a list; ``None`` is the base model),
-        on ``threads`` CPU threads (``None``: all of torch's). The lock keeps the adapter choice to this pass.
+        on ``threads`` CPU threads (``None``: all of the engine's). The lock keeps the adapter choice to this pass.
 
         Returns the logits ``[batch, vocab]`` of the last position, or of position ``last[i]`` in row ``i`` (rows
         padded on the right), and the cache."""
@@ -287,7 +288,7 @@ class Engine:
             else:  # rows of several adapters: all of them active, each scaled to its own rows (mixed_adapters)
                 rows, names = adapter, tuple(sorted({name for name in adapter if name}))
                 adapter = names[0] if len(names) == 1 else names  # one name: the state a pass of that adapter leaves
-        with self._lock, torch.inference_mode(), cpu_threads(threads):
+        with self._lock, torch.inference_mode(), cpu_threads(threads or self.threads):
             for name in ((adapter,) if isinstance(adapter, str) else adapter or ()):
                 self._ensure_loaded(name)
             if self.has_adapters:
@@ -361,7 +362,7 @@ class Engine:
                 input_ids = torch.tensor([[0] * (width - len(i)) + i for i in ids])
                 mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
                 positions = (mask.cumsum(1) - 1).clamp(min=0)
-                with self._lock, torch.inference_mode():
+                with self._lock, torch.inference_mode(), cpu_threads(self.threads):
                     if self.has_adapters:
                         self._activate(None)
                     states = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),

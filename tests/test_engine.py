@@ -281,10 +281,9 @@ def test_a_failed_forward_pass_reaches_its_reader_and_the_engine_goes_on(engine,
 
 
 def test_decode_steps_run_on_the_decode_threads_and_prompts_are_read_on_all(engine, monkeypatch):
-    """The server keeps a core for its own work while rows decode (``decode_threads``); reading a prompt,
-    where another thread pays, uses all of torch's threads, and each step gives them back. (OpenMP's thread
-    count belongs to the thread that sets it: the scheduler's own, here the suite's one.) The greedy reply is the
-    same, or parts from it only at a near tie, since threads may sum in another order."""
+    """The server keeps a core for its own work while rows decode (``decode_threads``); reading a prompt or
+    embedding a memory, where another thread pays, uses all of the engine's threads, whichever thread asks.
+    The greedy reply is the same, or parts from it only at a near tie, since threads may sum in another order."""
     seen = []
     handle = engine.model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads())),
@@ -301,12 +300,27 @@ def test_decode_steps_run_on_the_decode_threads_and_prompts_are_read_on_all(engi
         other = engine.generate(BEETHOVEN, GREEDY)
         engine.prefix_cache.clear()
         engine.generate(BEETHOVEN, SamplingOptions(temperature=0, max_new_tokens=1))  # a read after those steps
+        reads = [threads for width, threads in seen if width > 1]
+        steps = [threads for width, threads in seen if width == 1]
+        # A memory embedding from a thread whose own count differs (as a thread whose first torch op ran during
+        # a decode step) still runs on the engine's threads.
+        seen.clear()
+
+        def embed_from_a_thread_of_its_own():
+            torch.set_num_threads(more + 1)
+            try:
+                engine.hidden_states(["Who paid for your keep?"], 0.9)
+            finally:
+                torch.set_num_threads(engine.threads)  # the process-wide default, as the suite set it
+
+        caller = threading.Thread(target=embed_from_a_thread_of_its_own)
+        caller.start(), caller.join()
     finally:
         handle.remove()
-    reads = [threads for width, threads in seen if width > 1]
-    steps = [threads for width, threads in seen if width == 1]
+    assert engine.threads == more - 1
     assert len(reads) >= 2 and set(reads) == {more - 1}
     assert len(steps) >= 5 and set(steps) == {more}
+    assert [threads for width, threads in seen] == [more - 1]
     assert greedy_gap(engine, BEETHOVEN, None, GREEDY, other, alone) < NEAR_TIE
 
 
