@@ -57,11 +57,11 @@ class AdapterError(ValueError):
 
 
 @contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
-    """The calling thread's torch intra-op threads set to ``count`` while inside (``None``: left as they are).
-    OpenMP keeps the count per thread, so other threads' passes are not changed."""
+def cpu_threads(count: int) -> Iterator[None]:
+    """The calling thread's torch intra-op threads set to ``count`` while inside. OpenMP keeps the count per
+    thread, so other threads' passes are not changed."""
     before = torch.get_num_threads()
-    if count is None or count == before:
+    if count == before:
         yield
         return
     torch.set_num_threads(count)
@@ -120,8 +120,7 @@ class Engine:
         self.decode_threads = None if on_cuda else (int(self.options.decode_threads) or max(1, self.threads - 1))
         self.scheduler = Scheduler(self, self.options.max_batch_rows, self.prefill_chunk)
         log.info("Loaded %s in %s (%s) on %s in %.1fs; decode steps use %s of %d CPU threads", self.source,
-                 precision, self.precision_reason, self.device, self.load_seconds, self.decode_threads,
-                 torch.get_num_threads())
+                 precision, self.precision_reason, self.device, self.load_seconds, self.decode_threads, self.threads)
 
     # ---- facts about the model -------------------------------------------------------
 
