@@ -61,7 +61,7 @@ class InterviewOptions:
             raise ValueError(f"judge must be none or openai, not {self.judge!r}")
         if self.judge == "openai" and not (self.judge_base_url and self.judge_model):
             raise ValueError("the openai judge needs --judge-base-url and --judge-model")
-        check_whole_numbers(self, (("turns", 2, 200), ("batch_size", 1, 64)))
+        check_whole_numbers(self, (("turns", 2, 200), ("batch_size", 1, 64), ("max_new_tokens", 1, 2048)))
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed)

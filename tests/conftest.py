@@ -19,6 +19,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("SIMULACRA_MODEL_CACHE", str(ROOT / "user_data" / "models"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy: takes a minute or more of a worker; run before the others")
+
+
+def pytest_collection_modifyitems(items):
+    """The heavy tests first (in their order). pytest-xdist hands each worker a contiguous share and an idle
+    worker steals from the end of the other's queue, so the run ends on short tests instead of one worker
+    finishing a long one while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path, monkeypatch):
     folder = tmp_path / "user_data"

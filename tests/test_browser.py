@@ -52,6 +52,7 @@ ADA_FACTS = ["I keep the lighthouse on Skarvøy.", "My cat is called Fog.", "I w
              "The supply ship comes every Tuesday.", "I write down the weather at six every morning."]
 
 
+@pytest.mark.heavy
 def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, monkeypatch):
     data = app_url[1]
     monkeypatch.setenv("SIMULACRA_DATA_DIR", str(data))  # the in-process app reads it when it saves
@@ -160,6 +161,10 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
          "forbidden_any": ["def "]}]))
     page.locator("input[type=file][accept='.json, .jsonl']").set_input_files(str(questions))
     expect(page.get_by_label("Question set")).to_have_value("the uploaded file")
+    answer_tokens = page.locator("#interview-answer-tokens input[type=number]")
+    answer_tokens.fill("24")  # short answers: eight of them on a CPU
+    answer_tokens.press("Tab")
+    expect(answer_tokens).to_have_value("24")
     page.get_by_role("button", name="Run the interview").click()
     try:
         page.get_by_text(re.compile(r"Done: 2 questions × 4 model")).wait_for(timeout=300_000)
@@ -169,6 +174,8 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
     expect(answers).to_contain_text("What is the name of your cat?")
     expect(answers).to_contain_text(f"{run_id} + memory")
     assert list((data / "interviews").glob("*/*/comparison.md")), "the interview saved no comparison"
+    reports = list((data / "interviews").glob("ada-browser/*/base model.json"))
+    assert reports and json.loads(reports[0].read_text())["settings"]["max_new_tokens"] == 24
 
     # Chat lists the new adapter as soon as the tab opens.
     tab(page, "Chat")

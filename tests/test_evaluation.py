@@ -318,6 +318,7 @@ def test_cli_fails_with_one_line_for_a_bad_question_file(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: q.json, question 1: 'question' must be")
 
 
+@pytest.mark.heavy
 def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
     out = tmp_path / "before-after"
     done = subprocess.run([sys.executable, "-m", "evaluation", "before-after", "--character", "Ludwig van Beethoven",
@@ -342,24 +343,32 @@ def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_the_interview_tab_through_the_api(app_url, small_set):
+def test_the_interview_tab_through_the_api(app_url, small_set, engine):
     from gradio_client import Client, handle_file
 
     client = Client(app_url[0], verbose=False)
+    # Answers of at most 16 tokens (the tab's slider; 96 by default, as in the CLI).
     status, scores, _, answers, files = client.predict(
         "Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)), "single", 4,
-        api_name="/interview")
-    assert status.startswith("Done: 4 questions × 2 model")  # by default each model without and with memory
+        ["without memory", "with memory"], 16, api_name="/interview")
+    assert status.startswith("Done: 4 questions × 2 model")
     scores, answers = scores["value"], answers["value"]  # updates of the two tables
     assert [row[0] for row in scores["data"]][:2] == ["memorization", "protection"]
     assert len(answers["data"]) == 4 and answers["headers"] == ["question", "base model", "base model + memory"]
     names = sorted(__import__("pathlib").Path(f).name for f in files)
     assert names == ["base model + memory.json", "base model.json", "comparison.md", "comparison.png"]
+    # By default each model without and with memory, answers of up to 96 tokens; here without memory only.
     alone = client.predict("Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)),
-                           "single", 4, ["without memory"], api_name="/interview")
+                           "single", 4, ["without memory"], 16, api_name="/interview")
     assert alone[0].startswith("Done: 4 questions × 1 model")
     with pytest.raises(Exception, match="memory"):
         client.predict("Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)),
-                       "single", 4, ["sometimes"], api_name="/interview")
+                       "single", 4, ["sometimes"], 16, api_name="/interview")
+    with pytest.raises(Exception, match="maximum value 512"):  # Gradio checks the slider's range
+        client.predict("Ludwig van Beethoven", ["base model"], "the uploaded file", handle_file(str(small_set)),
+                       "single", 4, ["without memory"], 5000, api_name="/interview")
     saved = list((app_url[1] / "interviews" / "ludwig-van-beethoven").glob("*/base model.json"))
-    assert saved and read_report(saved[0])["settings"]["questions_source"] == "upload"
+    settings = [read_report(path)["settings"] for path in saved]
+    assert settings and all(s["questions_source"] == "upload" and s["max_new_tokens"] == 16 for s in settings)
+    answers = [r["answer"] for path in saved for r in read_report(path)["results"]]
+    assert answers and max(len(engine.tokenizer.encode(a, add_special_tokens=False)) for a in answers) <= 16

@@ -456,6 +456,7 @@ def test_batched_generation_matches_one_at_a_time_in_fp32(engine):
     assert stats["shared_tokens"] > 16
 
 
+@pytest.mark.heavy
 def test_the_real_model_generates_a_small_dataset_end_to_end(engine, beethoven, data_dir):
     options = ExperienceOptions(character=beethoven.name, scenes=2, protective=1, phrasings=1, max_new_tokens=160,
                                 batch_size=4)

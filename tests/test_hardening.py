@@ -163,6 +163,7 @@ def test_invalid_sampling_values(guarded, sampling, words):
 
 # ---- 2 · eight visitors at once -----------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_dir, engine, monkeypatch):
     url, _ = app_url
     # Without KV reuse every greedy reply is computed the same way alone or in a crowd, so it must be
@@ -255,6 +256,7 @@ def wait_for(condition, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
+@pytest.mark.heavy
 def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
     from characters.chats import check_chat
     from characters.store import CharacterStore
@@ -274,7 +276,7 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
                        api_name="/generate_experiences")
         dataset = sorted((data / "datasets" / "ludwig-van-beethoven").iterdir())[-1].name
         run_dd = client.predict("Ludwig van Beethoven", dataset, "Quick demo — minutes on CPU", 40, None, None, None,
-                                None, None, None, 256, "group_by_length", 42, 0, api_name="/start_training")
+                                None, None, 1, None, 256, "group_by_length", 42, 0, api_name="/start_training")
         run_id = run_dd if isinstance(run_dd, str) else run_dd["value"]
         status_file = data / "runs" / run_id / "status.json"
         wait_for(lambda: status_file.is_file() and json.loads(status_file.read_text()).get("step", 0) >= 1, 240,

@@ -139,6 +139,7 @@ def test_an_api_key_is_required_when_one_is_set(app_url, client, monkeypatch):
     assert keyed.models.list().data
 
 
+@pytest.mark.heavy
 def test_the_experience_pipeline_runs_against_the_apps_own_endpoint(app_url, engine, data_dir):
     """`--generator openai` pointed at this app: a real server, not the fake of test_experiences."""
     beethoven = CharacterStore().load("Ludwig van Beethoven")

@@ -39,8 +39,10 @@ def tiny_dataset(data_dir):
 
 
 def options(dataset, folder, **changes) -> RunOptions:
+    """A tiny run. One example a step: the tests of stopping, resuming and queueing need steps, not learning
+    (a step of one costs a third of a step of four on one CPU thread)."""
     values = dict(character="Ludwig van Beethoven", dataset=str(dataset), preset="quick", max_steps=8,
-                  learning_rate=2e-3, batch_size=4, max_seq_len=128, save_steps=4, eval_split=0.0,
+                  learning_rate=2e-3, batch_size=1, max_seq_len=128, save_steps=4, eval_split=0.0,
                   output_dir=str(folder), seed=1)
     values.update(changes)
     return RunOptions(**values)
@@ -62,7 +64,7 @@ def test_a_few_real_4bit_steps_lower_the_loss_and_the_adapter_loads(tiny_dataset
     folder = data_dir / "runs" / "tiny-run"
     # An evaluation at step 4 puts the model in eval mode between training steps (bitsandbytes would
     # repack its CPU weights there and the next training steps would diverge).
-    adapter = train(options(tiny_dataset, folder, eval_split=0.2, eval_steps=4), folder)
+    adapter = train(options(tiny_dataset, folder, batch_size=4, eval_split=0.2, eval_steps=4), folder)
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r.get("loss") is not None]
     assert len(losses) == 8 and sum(losses[-2:]) / 2 < 0.7 * sum(losses[:2]) / 2, losses
@@ -88,6 +90,7 @@ def test_a_few_real_4bit_steps_lower_the_loss_and_the_adapter_loads(tiny_dataset
     assert "Bonn" in trained
 
 
+@pytest.mark.heavy
 def test_recall_of_held_out_questions_is_scored_at_each_evaluation_and_the_best_checkpoint_kept(tiny_dataset,
                                                                                                   data_dir):
     system = {"role": "system", "content": "You are Ludwig van Beethoven."}
@@ -167,6 +170,7 @@ def wait_for(predicate, timeout=240, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.heavy
 def test_stop_then_resume_in_a_process_of_its_own(tiny_dataset, data_dir):
     jobs = JobManager()
     run_id = jobs.submit(options(tiny_dataset, "", max_steps=12, save_steps=2, learning_rate=1e-3))
@@ -204,6 +208,7 @@ def test_stop_asked_while_a_resumed_run_loads_ends_it_at_its_checkpoint_without_
     assert any(k for k in saved if "lora_B" in k and saved[k].abs().sum() > 0)  # trained weights, not fresh ones
 
 
+@pytest.mark.heavy
 def test_kill_9_leaves_an_interrupted_run_that_resumes(tiny_dataset, data_dir):
     jobs = JobManager()
     run_id = jobs.submit(options(tiny_dataset, "", max_steps=10, save_steps=2, learning_rate=1e-3))
@@ -218,6 +223,7 @@ def test_kill_9_leaves_an_interrupted_run_that_resumes(tiny_dataset, data_dir):
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.heavy
 def test_one_run_at_a_time_the_next_is_queued(tiny_dataset, data_dir):
     jobs = JobManager()
     first = jobs.submit(options(tiny_dataset, "", max_steps=4, save_steps=4))

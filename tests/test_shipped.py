@@ -38,6 +38,7 @@ def test_shipped_adapters_are_not_offered_on_another_base_model():
     assert set(shipped_adapters("HuggingFaceTB/SmolLM2-135M-Instruct")) == set(SHIPPED)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_a_shipped_character_answers_its_interview_as_its_report_and_the_readme_say(engine_4bit_standard, name):
     report = read_report(SHIPPED_DIR / name / "interview.json")

@@ -19,6 +19,7 @@ BASE = "base model"
 OWN_SET = "the character's own set"
 UPLOADED = "the uploaded file"
 WITHOUT_MEMORY, WITH_MEMORY = "without memory", "with memory"
+DEFAULT_ANSWER = InterviewOptions.max_new_tokens  # the CLI's default
 
 
 class InterviewTab:
@@ -45,7 +46,7 @@ class InterviewTab:
         return question_set(choice), choice  # unknown names are refused there
 
     def run_interview(self, name, chosen, choice, data, how, n_turns, memory_modes=(WITHOUT_MEMORY,),
-                      progress=gr.Progress()):
+                      max_new_tokens=DEFAULT_ANSWER, progress=gr.Progress()):
         char = self.characters.load(name)
         chosen = list(dict.fromkeys(chosen or []))
         allowed = self.models()
@@ -57,7 +58,8 @@ class InterviewTab:
             raise gr.Error(f"Choose memory among: {WITHOUT_MEMORY}, {WITH_MEMORY}")
         questions, source = self.questions_of(char.name, choice, data)
         options = [InterviewOptions(character=char.name, adapter="" if m == BASE else m, mode=how, turns=int(n_turns),
-                                    memory=mode == WITH_MEMORY) for m in chosen for mode in modes]
+                                    max_new_tokens=int(max_new_tokens), memory=mode == WITH_MEMORY)
+                   for m in chosen for mode in modes]
 
         def work(report, stop_now):
             reports = []
@@ -124,6 +126,8 @@ class InterviewTab:
                                       label="Memory", info="each model as trained, and with the memories nearest "
                                                            "each question in its prompt (as the Chat tab's memory "
                                                            "switch)")
+            answer_tokens = gr.Slider(16, 512, value=DEFAULT_ANSWER, step=8, label="Longest answer (tokens)",
+                                      info="shorter answers finish sooner on a CPU", elem_id="interview-answer-tokens")
         with gr.Row():
             start = gr.Button("Run the interview", variant="primary")
             stop = gr.Button("Stop", variant="stop")
@@ -137,8 +141,9 @@ class InterviewTab:
         stop_event = gr.State(None)
 
         outputs = [stop_event, status, scores, plot, transcripts, download]
-        start.click(shown(self.run_interview), [character, models, question_choice, upload, mode, turns, memory],
-                    outputs, api_name="interview")
+        start.click(shown(self.run_interview),
+                    [character, models, question_choice, upload, mode, turns, memory, answer_tokens], outputs,
+                    api_name="interview")
         stop.click(request_stop, stop_event, status, api_name="stop_interview")
         refresh.click(self.adapters, None, models, api_name="interview_adapters")
         upload.upload(self.choice_after_upload, upload, question_choice, api_visibility="private")
