@@ -194,10 +194,10 @@ def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_d
 
     solo = {v["word"]: ask(v) for v in visitors}
 
-    def crowd() -> float:
+    def crowd(sessions=True) -> float:
         """All eight at once; returns the seconds until the last one was served."""
-        results.clear(), sessions.clear()
-        threads = [threading.Thread(target=visit, args=(v,)) for v in visitors]
+        results.clear(), chatbots.clear()
+        threads = [threading.Thread(target=visit, args=(v, sessions)) for v in visitors]
         started = time.perf_counter()
         for t in threads:
             t.start()
@@ -206,12 +206,13 @@ def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_d
         assert not errors and not any(t.is_alive() for t in threads), errors
         return time.perf_counter() - started
 
-    results, sessions, errors = {}, {}, []
+    results, chatbots, errors = {}, {}, []
 
-    def visit(v):
+    def visit(v, sessions):
         try:
             results[v["word"]] = ask(v)
-            sessions[v["word"]] = session(v)
+            if sessions:
+                chatbots[v["word"]] = session(v)
         except Exception as err:  # reported with the visitor
             errors.append((v["word"], err))
 
@@ -221,13 +222,13 @@ def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_d
         assert engine.scheduler.idle.wait(60), "the scheduler did not go idle after the crowd"
         return rss_mb()
 
-    crowd()  # the first crowd also loads the adapter and warms the queue
+    crowd(sessions=False)  # the first crowd (/chat only) warms the queue and the threads
     warm = settled_rss()
     elapsed = crowd()
     for v in visitors:
         # Greedy: alone or in the crowd, the same character with the same adapter says the same.
         assert results[v["word"]] == solo[v["word"]], v
-        chatbot = sessions[v["word"]]
+        chatbot = chatbots[v["word"]]
         mine = [m for m in chatbot if m["role"] == "user"]
         assert len(mine) == 1 and v["word"] in str(mine[0]["content"]), chatbot
         others = [w["word"] for w in visitors if w is not v]
@@ -235,7 +236,8 @@ def test_eight_visitors_chat_at_once_and_nothing_crosses_over(app_url, adapter_d
     grown = settled_rss() - warm
     print(f"8 visitors × (1 /chat + 1 /new_chat + 1 /send), served in {elapsed:.1f} s; RSS +{grown:.0f} MB")
     # Measured idle on the AVX-512 BF16 EPYC: +20 to +30 MB a crowd (client threads, queue records); a crowd's
-    # KV caches and activations are about 900 MB, so a leak of any of them shows.
+    # KV caches and activations are about 900 MB, so a leak of any of them shows. The growth also holds what
+    # the first sessions kept (chat files, session state), since the first crowd had none.
     assert grown < 150, f"memory grew by {grown:.0f} MB in a second crowd"
 
 
@@ -276,7 +278,7 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
                        api_name="/generate_experiences")
         dataset = sorted((data / "datasets" / "ludwig-van-beethoven").iterdir())[-1].name
         run_dd = client.predict("Ludwig van Beethoven", dataset, "Quick demo — minutes on CPU", 40, None, None, None,
-                                None, None, 1, None, 256, "group_by_length", 42, 0, api_name="/start_training")
+                                None, 1, None, 256, "group_by_length", 42, 0, api_name="/start_training")
         run_id = run_dd if isinstance(run_dd, str) else run_dd["value"]
         status_file = data / "runs" / run_id / "status.json"
         wait_for(lambda: status_file.is_file() and json.loads(status_file.read_text()).get("step", 0) >= 1, 240,
@@ -321,8 +323,8 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
         # The cut generation resumes where it stopped and finishes.
         unfinished = [p for p in folder.iterdir() if not (p / "stats.json").is_file()]
         assert len(unfinished) == 1
-        client.predict("Ludwig van Beethoven", 2, 0, 1, "local", "", "", 0, True, unfinished[0].name,
-                       api_name="/generate_experiences")
+        client.predict("Ludwig van Beethoven", 2, 0, 1, "local", "", "", 0, True, unfinished[0].name, 96,
+                       api_name="/generate_experiences")  # short experiences: the test is that it finishes
         assert (unfinished[0] / "stats.json").is_file()
     finally:
         os.killpg(app.pid, signal.SIGKILL)

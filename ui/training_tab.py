@@ -109,11 +109,12 @@ class ExperiencesPanel:
         self.engine, self.characters = engine, characters
 
     def generate(self, name, n_scenes, n_protective, n_phrasings, who, url, model, seed_value, resume_it, selected,
-                 progress=gr.Progress()):
+                 max_new_tokens=ExperienceOptions.max_new_tokens, progress=gr.Progress()):
         char = self.characters.load(name)
         options = ExperienceOptions(character=char.name, scenes=int(n_scenes), protective=int(n_protective),
                                     phrasings=int(n_phrasings), generator=who, base_url=url or "",
-                                    api_model=model or "", seed=int(seed_value or 0), resume=bool(resume_it))
+                                    api_model=model or "", seed=int(seed_value or 0), resume=bool(resume_it),
+                                    max_new_tokens=int(max_new_tokens))
         if resume_it and not selected:
             raise gr.Error("Choose the dataset to resume.")
         out = existing_dataset(char.name, selected) if resume_it else dataset_dir(char)
@@ -176,6 +177,8 @@ class ExperiencesPanel:
                 base_url = gr.Textbox(label="Base URL (openai)", placeholder="http://127.0.0.1:8000/v1")
                 api_model = gr.Textbox(label="Model at the endpoint (openai)")
                 seed = gr.Number(value=0, precision=0, label="Seed")
+                longest = gr.Slider(32, 1024, value=ExperienceOptions.max_new_tokens, step=16,
+                                    label="Longest experience (tokens)", info="a scene's dialogue is cut there")
         with gr.Row():
             resume = gr.Checkbox(label="Resume the selected dataset instead of starting a new one")
             generate = gr.Button("Generate", variant="primary")
@@ -189,7 +192,8 @@ class ExperiencesPanel:
         preview = gr.Markdown(label="Experiences", height=420)
         stop_event = gr.State(None)
 
-        inputs = [character, scenes, protective, phrasings, generator, base_url, api_model, seed, resume, dataset]
+        inputs = [character, scenes, protective, phrasings, generator, base_url, api_model, seed, resume, dataset,
+                  longest]
         running = generate.click(shown(self.generate), inputs, [stop_event, progress_text, dataset],
                                  api_name="generate_experiences")
         running.then(shown(self.show), [character, dataset], [stats_view, preview], api_visibility="private")
