@@ -14,6 +14,7 @@ import torch
 from characters.chats import ChatStore, check_chat
 from characters.store import CharacterStore
 from engine.memory import Memory, memories_of, memory_of, remembering
+from engine.options import SamplingOptions
 from engine.remote import RemoteEngine
 from engine.roleplay import stream_turn, turn_messages, with_memories
 from ui.chat_tab import MEMORIES_TITLE, NO_ADAPTER, NOBODY, ChatTab
@@ -130,11 +131,12 @@ def test_memories_go_just_before_the_message_so_the_cached_prompt_is_kept(engine
 def test_a_reply_with_memory_streams_and_says_what_it_remembered(engine, data_dir):
     newton = CharacterStore(data_dir).load("Isaac Newton")
     stats: dict = {}
-    reply = "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", None, None,
+    short = SamplingOptions(temperature=0.0, max_new_tokens=16)  # the reply's length is not what is tested
+    reply = "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", short, None,
                                 stats=stats, memory=True))
     assert reply.strip() and len(stats["memories"]) == 3
     off: dict = {}
-    "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", stats=off))
+    "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", short, stats=off))
     assert "memories" not in off
 
 

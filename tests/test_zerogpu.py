@@ -177,14 +177,14 @@ def sliced_run(dataset, data_dir, gpu, monkeypatch, slice_s: float, max_steps: i
     monkeypatch.setattr(zerogpu, "TRAIN_SLICE_MARGIN_S", zerogpu.TRAIN_SLICE_S - slice_s)
     jobs = JobManager(launch=functools.partial(zerogpu.launch_training, gpu=gpu))
     run_id = jobs.submit(RunOptions(character="Ada Lovelace", dataset=str(dataset), preset="quick",
-                                    max_steps=max_steps, batch_size=4, max_seq_len=96, save_steps=4,
+                                    max_steps=max_steps, batch_size=1, max_seq_len=96, save_steps=4,
                                     eval_split=0.0, seed=1))
     return jobs, run_id, data_dir / "runs" / run_id
 
 
 def test_a_run_trains_in_slices_that_each_save_and_resume(tiny_dataset, data_dir, gpu, monkeypatch):
-    # Slices of about 6 s of training, so this short run takes several of them.
-    _, _, folder = sliced_run(tiny_dataset, data_dir, gpu, monkeypatch, slice_s=6, max_steps=8)
+    # Slices of about 3 s of training (a step of one example takes about 1 s), so this short run takes several.
+    _, _, folder = sliced_run(tiny_dataset, data_dir, gpu, monkeypatch, slice_s=3, max_steps=8)
     running = wait_for(folder, ("running",))
     assert running["pid"] == os.getpid() and running["in_app"]  # alive while the app is, never "interrupted"
     status = wait_for(folder, ("finished", "failed"))
