@@ -127,7 +127,7 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
     # The fields of a just-opened accordion can be reset by their first render after an early fill
     # (seen once: a 2-step run started with the preset's 72 steps), so each value is checked after it is
     # typed, and typed again until it holds.
-    for label, value in (("Max steps (-1 = by epochs)", "2"), ("Max sequence length", "256")):
+    for label, value in (("Max steps (-1 = by epochs)", "2"), ("Batch size", "1"), ("Max sequence length", "256")):
         field = page.get_by_label(label)
         for _ in range(5):
             field.fill(value)
@@ -147,6 +147,8 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
     assert runs, "the run saved no adapter"
 
     run_id = runs[0].parent.parent.name
+    typed_options = json.loads((data / "runs" / run_id / "options.json").read_text())
+    assert (typed_options["max_steps"], typed_options["batch_size"], typed_options["max_seq_len"]) == (2, 1, 256)
 
     # Interview: the base model and the new adapter, each without and with memory (four columns), side by
     # side. Opening the tab lists the adapter
