@@ -171,20 +171,33 @@ class Engine:
         return list(ids)
 
     def fit(self, messages: list[Message], max_new_tokens: int, continue_last: bool = False) -> list[int]:
-        """Encode, dropping the oldest turns (never the system prompt) until prompt + reply fit the budget."""
+        """Encode, dropping the fewest oldest turns (never the system prompt, never the last turn) so that
+        prompt + reply fit the budget. The count is found by bisection: each try encodes the whole
+        conversation, and a long chat dropped a turn at a time was encoded once per turn."""
         budget = self.options.max_context_tokens - max_new_tokens
-        messages = list(messages)
-        while True:
-            ids = self.encode(messages, continue_last)
-            if len(ids) <= budget:
-                return ids
-            first = 1 if messages and messages[0]["role"] == "system" else 0
-            if len(messages) - first <= 1:
-                raise PromptTooLong(
-                    f"The prompt is {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
-                    f"{self.options.max_context_tokens}-token budget. Shorten the character or the message."
-                )
-            del messages[first]
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+
+        def dropping(k: int) -> list[int]:
+            return self.encode([*messages[:first], *messages[first + k:]], continue_last)
+
+        ids = dropping(0)
+        if len(ids) <= budget:
+            return ids
+        too_long, fits = 0, max(0, len(messages) - first - 1)
+        ids = dropping(fits)
+        if len(ids) > budget:
+            raise PromptTooLong(
+                f"The prompt is {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
+                f"{self.options.max_context_tokens}-token budget. Shorten the character or the message."
+            )
+        while fits - too_long > 1:
+            middle = (too_long + fits) // 2
+            tried = dropping(middle)
+            if len(tried) <= budget:
+                fits, ids = middle, tried
+            else:
+                too_long = middle
+        return ids
 
     # ---- adapters ----------------------------------------------------------------------
 

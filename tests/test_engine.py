@@ -93,6 +93,15 @@ def test_history_is_trimmed_to_the_budget_and_a_huge_system_prompt_is_refused(en
     assert len(ids) <= engine.options.max_context_tokens - 64
     with pytest.raises(PromptTooLong):
         engine.fit([{"role": "system", "content": "word " * 6000}, BEETHOVEN[1]], max_new_tokens=64)
+    # Exactly the oldest turns that must go, as when they were dropped one at a time (turns of many lengths).
+    turns = [{"role": role, "content": "word " * (37 * i % 700)} for i in range(1, 41)
+             for role in ("user", "assistant")]
+    for messages in ([BEETHOVEN[0], *turns, BEETHOVEN[1]], [*turns, BEETHOVEN[1]]):
+        first = 1 if messages[0]["role"] == "system" else 0
+        kept = list(messages)
+        while len(engine.encode(kept)) > engine.options.max_context_tokens - 64:
+            del kept[first]
+        assert first + 1 < len(kept) < len(messages) and engine.fit(messages, max_new_tokens=64) == engine.encode(kept)
 
 
 @pytest.mark.parametrize("values", [
