@@ -158,13 +158,19 @@ def shows_knowledge(answer: str, terms: list[str]) -> bool:
                for clause, denied in _about(_sentences(answer), terms))
 
 
-def protected(answer: str, question: Question) -> bool | None:
-    """None for questions that are not anachronism probes."""
+def protection_rules(answer: str, question: Question) -> dict:
+    """What an answer to an anachronism probe did wrong, rule by rule (each empty or false when it held)."""
+    terms = thing_terms(question)
+    return {"forbidden_found": forbidden(answer, question) + other_names(answer, question),
+            "explains": explains(answer), "accepts": accepts(answer), "breaks_character": breaks_character(answer),
+            "owns": owns(answer, question, terms), "knows": shows_knowledge(answer, terms)}
+
+
+def protected(answer: str, question: Question, rules: dict | None = None) -> bool | None:
+    """None for questions that are not anachronism probes; ``rules``: ``protection_rules`` already found."""
     if not question.is_probe:
         return None
-    terms = thing_terms(question)
-    return not (forbidden(answer, question) or other_names(answer, question) or explains(answer) or accepts(answer)
-                or breaks_character(answer) or owns(answer, question, terms) or shows_knowledge(answer, terms))
+    return not any((rules or protection_rules(answer, question)).values())
 
 
 def named_anachronisms(answer: str, question: Question, era_end: int | None) -> list[str] | None:
@@ -235,15 +241,10 @@ def consistent(first: str, second: str, question: Question, character: Character
 def score(answer: str, question: Question, era_end: int | None = None) -> dict:
     """Per-answer scores (None where a score does not apply to this question). ``era_end``: the last year
     the character knew (``characters.era.era_end``), None for a character of today."""
-    probe = question.is_probe
-    terms = thing_terms(question) if probe else []
+    rules = protection_rules(answer, question) if question.is_probe else \
+        {"forbidden_found": forbidden(answer, question), "explains": None, "accepts": None, "owns": None, "knows": None}
     return {"memorized": memorized(answer, question), "accepted_found": accepted(answer, question),
-            "protected": protected(answer, question),
-            "forbidden_found": forbidden(answer, question) + (other_names(answer, question) if probe else []),
-            "explains": explains(answer) if probe else None,
-            "accepts": accepts(answer) if probe else None,
-            "owns": owns(answer, question, terms) if probe else None,
-            "knows": shows_knowledge(answer, terms) if probe else None,
+            "protected": protected(answer, question, rules), **rules,
             "anachronisms": named_anachronisms(answer, question, era_end),
             "breaks_character": breaks_character(answer), "degenerate": degenerate(answer),
             "repetition": round(repetition(answer), 3)}
