@@ -106,7 +106,6 @@ def crowd(clients, models: list[str], questions: list[str], tokens: int) -> dict
 
 def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_threads: int = 0) -> dict:
     import openai
-    import torch
 
     from characters.store import CharacterStore
     from conftest import random_lora
@@ -167,7 +166,7 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
             row["ratio_to_one"] = row["tokens_per_s"] / alone_rate[row["mode"]]
         del row["texts"]
     return {"precision": engine.precision, "precision_reason": engine.precision_reason,
-            "decode_threads": engine.decode_threads, "threads": torch.get_num_threads(), "rows": rows,
+            "decode_threads": engine.decode_threads, "threads": engine.threads, "rows": rows,
             "greedy_replies_same_alone_and_in_8": same}
 
 
