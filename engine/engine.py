@@ -99,7 +99,7 @@ class Engine:
         if self.precision == "auto":
             self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust)
         precision = self.precision
-        self.model = load_model(self.source, precision, self.device.type, trust).eval()
+        self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir).eval()
         self.base_model = self.model
         self.load_seconds = time.perf_counter() - started
         self.eos_ids = self._eos_ids()

@@ -3,11 +3,21 @@ training see the same weights, precision and quantisation; and which precision `
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from plumbing.files import folder_in_place
+from plumbing.layout import quantized_dir
+
+log = logging.getLogger(__name__)
 
 # On a CPU, fp32 served chat fastest for the embedded 135M model on both CPUs measured: with AVX-512
 # BF16 (decode 25.1 tokens/s against 20.5 in 4-bit) and with AVX2 only, where bitsandbytes' 4-bit
@@ -40,15 +50,55 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def load_model(source: str, precision: str, device: str, trust_remote_code: bool = False):
-    """``source`` (a folder or Hub id) in ``precision`` on ``device`` (``cpu``, ``cuda`` or ``cuda:N``)."""
+def load_model(source: str, precision: str, device: str, trust_remote_code: bool = False,
+               cache_dir: str | os.PathLike | None = None):
+    """``source`` (a folder or Hub id) in ``precision`` on ``device`` (``cpu``, ``cuda`` or ``cuda:N``).
+
+    bitsandbytes quantises a model to 4-bit on the CPU slowly (3.8 s of the 4.6 s a load of the embedded model
+    takes on one core), and every training run and 4-bit engine did it again. A local model quantised on the CPU
+    is therefore kept, quantised, under ``cache_dir`` (``plumbing.layout.quantized_dir``) and loaded from there
+    next time (0.3 s; the same bits, tested). A GPU quantises in a moment, and a Hub model is not kept."""
     kwargs: dict = {"trust_remote_code": trust_remote_code, "device_map": {"": device}}
     quant = quantization_config(precision, device.startswith("cuda"))
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    else:
-        kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if quant is None:
+        return AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.bfloat16 if precision == "bf16" else torch.float32, **kwargs)
+    kept = quantized_copy(source, quant, cache_dir) if (precision, device, trust_remote_code) == ("4bit", "cpu", False) \
+        else None
+    if kept is not None and (kept / "config.json").is_file():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(kept, **kwargs)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # damaged: quantised again below, and kept anew
+            log.warning("The quantised copy in %s cannot be loaded (%s); quantising again", kept, err)
+            shutil.rmtree(kept, ignore_errors=True)
+        else:
+            model.name_or_path = model.config.name_or_path = source  # what PEFT writes as an adapter's base
+            return model
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, **kwargs)
+    if kept is not None:
+        # Saved before any forward pass: bitsandbytes repacks 4-bit weights at the first one on CPUs with
+        # AVX-512 BF16, and its state_dict() does not undo that correctly (see engine.bnb_cpu).
+        try:
+            with folder_in_place(kept) as tmp:
+                model.save_pretrained(tmp)
+        except OSError as err:  # a read-only or full disk: the model is loaded all the same
+            log.warning("The quantised model was not kept in %s: %s", kept, err)
+    return model
+
+
+def quantized_copy(source: str, quant: BitsAndBytesConfig, cache_dir=None) -> Path | None:
+    """Where the local model ``source`` quantised as ``quant`` is kept; None for a Hub id. The name changes
+    with the weights' files and with every library that decides the bits."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    import bitsandbytes
+    import transformers
+
+    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors"))]
+    parts = [str(folder.resolve()), files, quant.to_json_string(), bitsandbytes.__version__, transformers.__version__,
+             torch.__version__]
+    return quantized_dir(cache_dir) / hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def cpu_features() -> set[str]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
+from contextlib import contextmanager
 from pathlib import Path
 
 MAX_NAME_CHARS = 80
@@ -80,6 +82,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, value) -> Path:
     return atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+@contextmanager
+def folder_in_place(target: str | os.PathLike):
+    """A temporary folder beside ``target`` to fill; when the block ends without an error it is renamed to
+    ``target`` in one step, so a crash never leaves a half folder that looks complete. Where another
+    process put ``target`` there first, theirs is kept."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -10,6 +10,7 @@ storage) holds::
     interviews/<character>/<time>/    interview reports
     models/                           converted models (or SIMULACRA_MODEL_CACHE)
     models/memory-vectors/<model>/    characters' memory vectors for that model (see engine.memory)
+    models/quantized/<key>/           a local model quantised to 4-bit on the CPU, kept (see engine.loading)
 
 A change to where any of these is stored is a change to this file alone.
 """
@@ -85,6 +86,11 @@ def models_dir() -> Path:
 def memory_vectors_dir(models: str | os.PathLike | None = None) -> Path:
     """Characters' memory vectors, kept beside the models they were computed with (``models`` or ``models_dir()``)."""
     return (Path(models) if models else models_dir()) / "memory-vectors"
+
+
+def quantized_dir(models: str | os.PathLike | None = None) -> Path:
+    """Local models quantised to 4-bit on the CPU, kept beside the models (``models`` or ``models_dir()``)."""
+    return (Path(models) if models else models_dir()) / "quantized"
 
 
 def character_datasets(character: str) -> Path:

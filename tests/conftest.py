@@ -99,6 +99,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(condition, what: str, timeout: float = 240):
+    """The first true value of ``condition()``, asked every 0.2 s; the test fails, naming ``what``, after
+    ``timeout`` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def start_app(port: int, args: list[str], log_path: Path, python: str = sys.executable, env: dict | None = None,
               new_session: bool = False, timeout: float = 180):
     """`python app.py --port PORT ARGS` in its own process (its output appended to ``log_path``), and a

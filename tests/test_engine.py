@@ -34,6 +34,52 @@ def test_loads_in_4bit_nf4(engine_4bit):
     assert engine.memory_bytes() < 200e6
 
 
+def test_a_model_quantised_on_the_cpu_is_kept_and_loads_again_bit_for_bit(engine, tmp_path, monkeypatch, caplog):
+    import bitsandbytes as bnb
+    import bitsandbytes.functional
+
+    from engine.loading import load_model, quantization_config, quantized_copy
+
+    def four_bit_state(model) -> dict:
+        """Every tensor a 4-bit layer computes with: packed weights and their quantisation state."""
+        state = {}
+        for name, module in model.named_modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                quant = module.weight.quant_state
+                state[name] = (module.weight.data, quant.absmax, quant.code, quant.blocksize, quant.quant_type,
+                               quant.dtype, quant.shape, quant.nested, module.compute_dtype)
+        return state
+
+    def same(a, b) -> bool:
+        return all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y for x, y in zip(a, b, strict=True))
+
+    fresh = load_model(engine.source, "4bit", "cpu", cache_dir=tmp_path)
+    kept = quantized_copy(engine.source, quantization_config("4bit", False), tmp_path)
+    assert kept.parent == tmp_path / "quantized" and (kept / "config.json").is_file()
+    quantise = bitsandbytes.functional.quantize_4bit
+    monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", lambda *a, **k: pytest.fail("quantised again"))
+    again = load_model(engine.source, "4bit", "cpu", cache_dir=tmp_path)
+    expected, loaded = four_bit_state(fresh), four_bit_state(again)
+    assert expected.keys() == loaded.keys() and len(expected) >= 7 * fresh.config.num_hidden_layers
+    assert all(same(expected[name], loaded[name]) for name in expected)
+    other = {k: v for k, v in fresh.state_dict().items() if not any(k.startswith(n + ".") for n in expected)}
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in other.items())  # embeddings and norms
+    ids = torch.tensor([engine.tokenizer.encode("Where were you born?")])
+    with torch.inference_mode():
+        assert torch.equal(fresh(ids).logits, again(ids).logits)
+    # PEFT writes the model's name as an adapter's base: the model's own folder, not the kept copy.
+    assert again.name_or_path == again.config.name_or_path == engine.source
+    # A damaged copy is quantised again (and kept again), with a warning, never a failed load.
+    monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", quantise)
+    (kept / "model.safetensors").write_bytes(b"not safetensors")
+    repaired = load_model(engine.source, "4bit", "cpu", cache_dir=tmp_path)
+    assert "cannot be loaded" in caplog.text
+    assert all(same(expected[name], state) for name, state in four_bit_state(repaired).items())
+    assert (kept / "model.safetensors").stat().st_size > 1_000_000
+    # Only a local model quantised on the CPU is kept: a Hub id is not.
+    assert quantized_copy("HuggingFaceTB/SmolLM2-135M-Instruct", quantization_config("4bit", False), tmp_path) is None
+
+
 def test_auto_precision_is_fp32_for_a_small_model_on_a_cpu_and_4bit_when_it_is_large(engine, monkeypatch):
     from engine import loading
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for
 from conftest import start_app as start_app_process
 from conftest import form
 from ui.chat_tab import NO_ADAPTER, NOBODY
@@ -248,16 +248,6 @@ def start_app(data: Path, port: int) -> tuple[subprocess.Popen, Client]:
     return start_app_process(port, ["--data-dir", str(data)], data.parent / f"app-{port}.log", new_session=True)
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 @pytest.mark.heavy
 def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
     from characters.chats import check_chat
@@ -281,14 +271,14 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
                                 None, 1, None, 256, "group_by_length", 42, 0, api_name="/start_training")
         run_id = run_dd if isinstance(run_dd, str) else run_dd["value"]
         status_file = data / "runs" / run_id / "status.json"
-        wait_for(lambda: status_file.is_file() and json.loads(status_file.read_text()).get("step", 0) >= 1, 240,
+        wait_for(lambda: status_file.is_file() and json.loads(status_file.read_text()).get("step", 0) >= 1,
                  "the run's first step")
         # An experience generation with the model, and a chat reply being written, when the machine dies.
         generation = client.submit("Ludwig van Beethoven", 2, 0, 1, "local", "", "", 0, False, None,
                                    api_name="/generate_experiences")
         folder = data / "datasets" / "ludwig-van-beethoven"
         wait_for(lambda: len(list(folder.iterdir())) >= 2 and any((p / "scenes.jsonl").is_file() for p in
-                                                                     folder.iterdir()), 240, "the generation")
+                                                                     folder.iterdir()), "the generation")
         talking = client.submit("And what is courage?", NO_ADAPTER, 0.7, 0.9, 200, 1.1, -1, api_name="/send")
         time.sleep(1.0)
         run_pid = json.loads(status_file.read_text())["pid"]
@@ -315,9 +305,9 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
         assert runs[run_id]["status"]["state"] == "interrupted"
         client.predict(run_id, api_name="/resume_training")
         client.predict(run_id, api_name="/run_status")
-        wait_for(lambda: json.loads(status_file.read_text()).get("state") == "running", 240, "the resumed run")
+        wait_for(lambda: json.loads(status_file.read_text()).get("state") == "running", "the resumed run")
         client.predict(run_id, api_name="/stop_training")
-        wait_for(lambda: json.loads(status_file.read_text()).get("state") in ("stopped", "finished"), 240,
+        wait_for(lambda: json.loads(status_file.read_text()).get("state") in ("stopped", "finished"),
                  "the stopped run")
         assert (data / "runs" / run_id / "adapter" / "adapter_model.safetensors").is_file()
         # The cut generation resumes where it stopped and finishes.

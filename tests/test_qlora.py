@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from plumbing.text import contains
 from training.jobs import JobManager
 from training.qlora import RunOptions, encode_example, train
@@ -161,28 +160,19 @@ def test_a_corrupt_dataset_line_fails_before_training_starts(tiny_dataset, data_
     assert not (data_dir / "runs" / "bad" / "log.jsonl").exists()
 
 
-def wait_for(predicate, timeout=240, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.heavy
 def test_stop_then_resume_in_a_process_of_its_own(tiny_dataset, data_dir):
     jobs = JobManager()
     run_id = jobs.submit(options(tiny_dataset, "", max_steps=12, save_steps=2, learning_rate=1e-3))
     folder = data_dir / "runs" / run_id
-    wait_for(lambda: (read_status(folder).get("step") or 0) >= 3, what="step 3")
+    wait_for(lambda: (read_status(folder).get("step") or 0) >= 3, "step 3")
     jobs.stop(run_id)
-    wait_for(lambda: read_status(folder)["state"] == "stopped", what="the stop")
+    wait_for(lambda: read_status(folder)["state"] == "stopped", "the stop")
     stopped_at = read_status(folder)["step"]
     assert stopped_at < 12 and (folder / "adapter" / "adapter_model.safetensors").is_file()
     assert last_checkpoint(folder).name == f"checkpoint-{stopped_at}"
     jobs.resume(run_id)
-    wait_for(lambda: read_status(folder)["state"] == "finished", what="the resumed run")
+    wait_for(lambda: read_status(folder)["state"] == "finished", "the resumed run")
     steps = [json.loads(line)["step"] for line in (folder / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 12 and steps.count(stopped_at + 1) == 1  # went on from the checkpoint, no restart
     state = json.loads((last_checkpoint(folder) / "trainer_state.json").read_text())
@@ -214,12 +204,12 @@ def test_kill_9_leaves_an_interrupted_run_that_resumes(tiny_dataset, data_dir):
     run_id = jobs.submit(options(tiny_dataset, "", max_steps=10, save_steps=2, learning_rate=1e-3))
     folder = data_dir / "runs" / run_id
     wait_for(lambda: last_checkpoint(folder) is not None and (read_status(folder).get("step") or 0) >= 3,
-             what="a checkpoint")
+             "a checkpoint")
     os.kill(read_status(folder)["pid"], signal.SIGKILL)
-    wait_for(lambda: read_status(folder)["state"] == "interrupted", timeout=30, what="interrupted")
+    wait_for(lambda: read_status(folder)["state"] == "interrupted", "interrupted", timeout=30)
     assert jobs.active() is None
     jobs.resume(run_id)
-    wait_for(lambda: read_status(folder)["state"] == "finished", what="the resumed run")
+    wait_for(lambda: read_status(folder)["state"] == "finished", "the resumed run")
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -229,9 +219,9 @@ def test_one_run_at_a_time_the_next_is_queued(tiny_dataset, data_dir):
     first = jobs.submit(options(tiny_dataset, "", max_steps=4, save_steps=4))
     second = jobs.submit(options(tiny_dataset, "", max_steps=2, save_steps=2))
     assert read_status(data_dir / "runs" / second)["state"] == "queued"
-    wait_for(lambda: read_status(data_dir / "runs" / first)["state"] == "finished", what="the first run")
+    wait_for(lambda: read_status(data_dir / "runs" / first)["state"] == "finished", "the first run")
     jobs.pump()
-    wait_for(lambda: read_status(data_dir / "runs" / second)["state"] == "finished", what="the queued run")
+    wait_for(lambda: read_status(data_dir / "runs" / second)["state"] == "finished", "the queued run")
 
 
 def test_a_run_on_an_empty_dataset_fails_with_its_reason(tmp_path, data_dir):
@@ -239,5 +229,5 @@ def test_a_run_on_an_empty_dataset_fails_with_its_reason(tmp_path, data_dir):
     empty.mkdir()
     (empty / "dataset.jsonl").write_text("")
     run_id = JobManager().submit(options(empty, ""))
-    wait_for(lambda: read_status(data_dir / "runs" / run_id)["state"] == "failed", what="the run to fail")
+    wait_for(lambda: read_status(data_dir / "runs" / run_id)["state"] == "failed", "the run to fail")
     assert "dataset.jsonl is empty" in read_status(data_dir / "runs" / run_id)["error"]

@@ -15,10 +15,10 @@ import os
 import pickle
 import shutil
 import threading
-import time
 
 import pytest
 
+from conftest import wait_for
 from engine import AdapterError, PromptTooLong, SamplingOptions
 from training.jobs import JobManager
 from training.runs import read_log, read_status
@@ -157,16 +157,14 @@ def tiny_dataset(data_dir):
     return folder
 
 
-def wait_for(folder, states, seconds=400):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if read_status(folder).get("state") in states:
-            for thread in threading.enumerate():  # a run that ended ends its thread: none outlives the test
-                if thread.name == "training-slices" and "running" not in states:
-                    thread.join(60)
-            return read_status(folder)
-        time.sleep(0.5)
-    raise AssertionError(f"still {read_status(folder)} after {seconds} s")
+def run_reaches(folder, states, seconds=400) -> dict:
+    """The run's status once its state is one of ``states``."""
+    status = wait_for(lambda: read_status(folder).get("state") in states and read_status(folder),
+                      f"the run to be {' or '.join(states)}", seconds)
+    for thread in threading.enumerate():  # a run that ended ends its thread: none outlives the test
+        if thread.name == "training-slices" and "running" not in states:
+            thread.join(60)
+    return status
 
 
 def sliced_run(dataset, data_dir, gpu, monkeypatch, slice_s: float, max_steps: int):
@@ -185,9 +183,9 @@ def sliced_run(dataset, data_dir, gpu, monkeypatch, slice_s: float, max_steps: i
 def test_a_run_trains_in_slices_that_each_save_and_resume(tiny_dataset, data_dir, gpu, monkeypatch):
     # Slices of about 3 s of training (a step of one example takes about 1 s), so this short run takes several.
     _, _, folder = sliced_run(tiny_dataset, data_dir, gpu, monkeypatch, slice_s=3, max_steps=8)
-    running = wait_for(folder, ("running",))
+    running = run_reaches(folder, ("running",))
     assert running["pid"] == os.getpid() and running["in_app"]  # alive while the app is, never "interrupted"
-    status = wait_for(folder, ("finished", "failed"))
+    status = run_reaches(folder, ("finished", "failed"))
     assert status["state"] == "finished", status
     slices = [duration for name, duration in gpu.calls if name == "_train_slice"]
     assert len(slices) >= 2 and set(slices) == {zerogpu.TRAIN_SLICE_S}
@@ -198,10 +196,8 @@ def test_a_run_trains_in_slices_that_each_save_and_resume(tiny_dataset, data_dir
 
 def test_stopping_a_run_in_slices_stops_it_and_not_the_app(tiny_dataset, data_dir, gpu, monkeypatch):
     jobs, run_id, folder = sliced_run(tiny_dataset, data_dir, gpu, monkeypatch, slice_s=2, max_steps=200)
-    deadline = time.time() + 300
-    while not read_log(folder) and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: read_log(folder), "the run's first logged step", 300)
     jobs.stop(run_id)  # a SIGTERM to the run's pid would end this process: the test would not go on
-    status = wait_for(folder, ("stopped", "failed"))
+    status = run_reaches(folder, ("stopped", "failed"))
     assert status["state"] == "stopped", status
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
