@@ -169,6 +169,9 @@ def serving_app(engine, folder: Path):
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
+        # Clients the tests did not close keep their event streams open; the app gives such connections 5 s
+        # to end before it cancels them, a wait that here only holds the worker up.
+        serving.config.timeout_graceful_shutdown = 0.5
         serving.should_exit = True
         thread.join(timeout=30)
 
