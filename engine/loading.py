@@ -63,12 +63,13 @@ def load_model(source: str, precision: str, device: str, trust_remote_code: bool
     if quant is None:
         return AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.bfloat16 if precision == "bf16" else torch.float32, **kwargs)
-    kept = quantized_copy(source, quant, cache_dir) if (precision, device, trust_remote_code) == ("4bit", "cpu", False) \
-        else None
+    kept = None
+    if (precision, device, trust_remote_code) == ("4bit", "cpu", False):
+        kept = quantized_copy(source, quant, cache_dir)
     if kept is not None and (kept / "config.json").is_file():
         try:
             model = AutoModelForCausalLM.from_pretrained(kept, **kwargs)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # damaged: quantised again below, and kept anew
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # damaged: quantised again, kept anew
             log.warning("The quantised copy in %s cannot be loaded (%s); quantising again", kept, err)
             shutil.rmtree(kept, ignore_errors=True)
         else:
@@ -86,7 +87,8 @@ def load_model(source: str, precision: str, device: str, trust_remote_code: bool
     return model
 
 
-def quantized_copy(source: str, quant: BitsAndBytesConfig, cache_dir=None) -> Path | None:
+def quantized_copy(source: str, quant: BitsAndBytesConfig,
+                   cache_dir: str | os.PathLike | None = None) -> Path | None:
     """Where the local model ``source`` quantised as ``quant`` is kept; None for a Hub id. The name changes
     with the weights' files and with every library that decides the bits."""
     folder = Path(source)
