@@ -241,13 +241,13 @@ def consistent(first: str, second: str, question: Question, character: Character
 def score(answer: str, question: Question, era_end: int | None = None) -> dict:
     """Per-answer scores (None where a score does not apply to this question). ``era_end``: the last year
     the character knew (``characters.era.era_end``), None for a character of today."""
-    rules = protection_rules(answer, question) if question.is_probe else \
-        {"forbidden_found": forbidden(answer, question), "explains": None, "accepts": None, "owns": None, "knows": None}
+    rules = protection_rules(answer, question) if question.is_probe else {
+        "forbidden_found": forbidden(answer, question), "explains": None, "accepts": None,
+        "breaks_character": breaks_character(answer), "owns": None, "knows": None}
     return {"memorized": memorized(answer, question), "accepted_found": accepted(answer, question),
             "protected": protected(answer, question, rules), **rules,
             "anachronisms": named_anachronisms(answer, question, era_end),
-            "breaks_character": breaks_character(answer), "degenerate": degenerate(answer),
-            "repetition": round(repetition(answer), 3)}
+            "degenerate": degenerate(answer), "repetition": round(repetition(answer), 3)}
 
 
 def share(values) -> float | None:
