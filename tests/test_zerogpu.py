@@ -159,7 +159,7 @@ def tiny_dataset(data_dir):
 
 def run_reaches(folder, states, seconds=400) -> dict:
     """The run's status once its state is one of ``states``."""
-    status = wait_for(lambda: read_status(folder).get("state") in states and read_status(folder),
+    status = wait_for(lambda: (status := read_status(folder)).get("state") in states and status,
                       f"the run to be {' or '.join(states)}", seconds)
     for thread in threading.enumerate():  # a run that ended ends its thread: none outlives the test
         if thread.name == "training-slices" and "running" not in states:
