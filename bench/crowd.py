@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--decode-threads", type=int, default=0, help="the engine's decode_threads (0: auto)")
     args = parser.parse_args()
 
-    from engine.loading import speed_features
+    from engine.cpu import speed_features
 
     runs = [measure(p, args.visitors, args.tokens, args.port + k, args.decode_threads)
             for k, p in enumerate(args.precisions)]

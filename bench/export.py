@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["SIMULACRA_DATA_DIR"] = data = tempfile.mkdtemp(prefix="bench-export-")
 
-    from engine.loading import speed_features
+    from engine.cpu import speed_features
     from training.export import FORMATS, ExportOptions, export_run
 
     make_run(Path(data))

@@ -65,7 +65,7 @@ QUESTIONS = {
 def main() -> None:
     from characters.store import CharacterStore
     from engine import Engine
-    from engine.loading import speed_features
+    from engine.cpu import speed_features
     from engine.memory import Memory
 
     engine = Engine()

@@ -40,7 +40,7 @@ def main() -> None:
     from conftest import random_lora
     from engine import Engine, EngineOptions
     from engine.kv_cache import copy_of, new_cache
-    from engine.loading import speed_features
+    from engine.cpu import speed_features
     from training.qlora import PRESETS, TARGETS
 
     engine = Engine(EngineOptions(max_batch_rows=max(args.rows)))

@@ -38,7 +38,7 @@ def main() -> None:
     from gradio_client import Client
 
     from engine import Engine, EngineOptions
-    from engine.loading import speed_features
+    from engine.cpu import speed_features
     from ui.app import server
 
     engine = Engine(EngineOptions(precision=args.precision))

@@ -51,7 +51,7 @@ def main() -> None:
     from characters.meta_prompt import meta_prompt
     from characters.store import CharacterStore
     from engine import Engine, SamplingOptions
-    from engine.loading import speed_features
+    from engine.cpu import speed_features
     from engine.roleplay import turn_messages
     from engine.turn_end import SPEAKER_LINE, end_turn, is_own
     from evaluation.metrics import degenerate

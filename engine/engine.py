@@ -17,7 +17,6 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,12 +30,14 @@ from transformers import (
 
 from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, wait
 from engine.bnb_cpu import unpack_cpu_4bit
+from engine.cpu import cpu_threads
 from engine.kv_cache import copy_of, new_cache
-from engine.loading import auto_precision, load_model, load_tokenizer
+from engine.loading import load_model, load_tokenizer
 from engine.mixed_adapters import lora_layers, row_scales
 from engine.model_source import resolve_model
 from plumbing.layout import models_dir
 from engine.options import EngineOptions, SamplingOptions
+from engine.precision import auto_precision
 from engine.shipped import shipped_adapters
 from engine.prefix_cache import PrefixCache, common_prefix_of
 from plumbing.files import UnsafePathError, inside
@@ -54,21 +55,6 @@ class PromptTooLong(ValueError):
 
 class AdapterError(ValueError):
     """An adapter name that is unknown, unsafe or does not fit the base model."""
-
-
-@contextmanager
-def cpu_threads(count: int) -> Iterator[None]:
-    """The calling thread's torch intra-op threads set to ``count`` while inside. OpenMP keeps the count per
-    thread, so other threads' passes are not changed."""
-    before = torch.get_num_threads()
-    if count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclasses.dataclass(eq=False)
@@ -95,9 +81,17 @@ class Engine:
         self.source = resolve_model(self.options.model, self.cache_dir, on_cuda)
         trust = self.options.trust_remote_code
         self.tokenizer = load_tokenizer(self.source, trust)
+        # A decode step of a few rows gains little from a second thread, and on a small CPU that thread takes
+        # the core the server streams from: 8 visitors through the API on 2 cores (fp32, AVX-512 BF16) got
+        # 26.8-27.9 tokens/s with one decode thread against 23.7-24.0 with two, alternated in one process.
+        # Reading a prompt uses them all. Every pass names its count: OpenMP keeps one per thread, and a thread
+        # whose first torch op ran while a decode step had lowered the process-wide default would keep it.
+        self.threads = torch.get_num_threads()
+        self.decode_threads = None if on_cuda else (int(self.options.decode_threads) or max(1, self.threads - 1))
         self.precision, self.precision_reason = self.options.precision, "chosen"
         if self.precision == "auto":
-            self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust)
+            self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust, self.cache_dir,
+                                                                   self.decode_threads or self.threads)
         precision = self.precision
         self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir).eval()
         self.base_model = self.model
@@ -111,13 +105,6 @@ class Engine:
         self._active_adapter: str | tuple[str, ...] | None = None
         self._lora_layer_list: list | None = None  # see _lora_layers
         self.prefill_chunk = PREFILL_CHUNK[self.device.type]
-        # A decode step of a few rows gains little from a second thread, and on a small CPU that thread takes
-        # the core the server streams from: 8 visitors through the API on 2 cores (fp32, AVX-512 BF16) got
-        # 26.8-27.9 tokens/s with one decode thread against 23.7-24.0 with two, alternated in one process.
-        # Reading a prompt uses them all. Every pass names its count: OpenMP keeps one per thread, and a thread
-        # whose first torch op ran while a decode step had lowered the process-wide default would keep it.
-        self.threads = torch.get_num_threads()
-        self.decode_threads = None if on_cuda else (int(self.options.decode_threads) or max(1, self.threads - 1))
         self.scheduler = Scheduler(self, self.options.max_batch_rows, self.prefill_chunk)
         log.info("Loaded %s in %s (%s) on %s in %.1fs; decode steps use %s of %d CPU threads", self.source,
                  precision, self.precision_reason, self.device, self.load_seconds, self.decode_threads, self.threads)

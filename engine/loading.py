@@ -1,5 +1,6 @@
 """How a model is loaded: the one function the engine and QLoRA training share, so that chat and
-training see the same weights, precision and quantisation; and which precision ``auto`` means."""
+training see the same weights, precision and quantisation (which precision ``auto`` means is in
+``engine.precision``)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from plumbing.files import folder_in_place
 from plumbing.layout import quantized_dir
 
 log = logging.getLogger(__name__)
-
-# On a CPU, fp32 served chat fastest for the embedded 135M model on both CPUs measured: with AVX-512
-# BF16 (decode 25.1 tokens/s against 20.5 in 4-bit) and with AVX2 only, where bitsandbytes' 4-bit
-# kernel is about 3x slower (14.6 against 6-7). fp32 costs 4 bytes a weight, so it is chosen only
-# while the weights take a small share of the memory.
-FP32_MEMORY_SHARE = 0.25
-FP32_MAX_BYTES = 4 * 2**30
 
 
 def quantization_config(precision: str, on_cuda: bool) -> BitsAndBytesConfig | None:
@@ -97,45 +91,16 @@ def quantized_copy(source: str, quant: BitsAndBytesConfig,
     import bitsandbytes
     import transformers
 
-    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors"))]
-    parts = [str(folder.resolve()), files, quant.to_json_string(), bitsandbytes.__version__, transformers.__version__,
+    parts = [*weights_identity(source), quant.to_json_string(), bitsandbytes.__version__, transformers.__version__,
              torch.__version__]
     return quantized_dir(cache_dir) / hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def cpu_features() -> set[str]:
-    """The CPU's feature flags (Linux), e.g. ``avx2``, ``avx512_bf16``; empty where they cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-
-
-def speed_features() -> str:
-    """The features that decide CPU speed here, for benchmark tables (bitsandbytes' 4-bit is ~3x faster
-    with AVX-512 BF16): e.g. "avx2" or "avx2, avx512f, avx512_bf16"."""
-    features = cpu_features()
-    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in features) or "unknown"
-
-
-def parameter_count(source: str, trust_remote_code: bool = False) -> int:
-    """The model's parameters, counted on the meta device from its config (no weights are read)."""
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    return sum(p.numel() for p in model.parameters())
-
-
-def auto_precision(source: str, on_cuda: bool, trust_remote_code: bool = False) -> tuple[str, str]:
-    """The precision ``auto`` means here, and why (for the page footer and the log)."""
-    if on_cuda:
-        return "4bit", "CUDA: 4-bit NF4 with bf16 compute"
-    fp32_bytes = 4 * parameter_count(source, trust_remote_code)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    features = cpu_features()
-    kind = "AVX-512 BF16" if "avx512_bf16" in features else "AVX2" if "avx2" in features else "no AVX2"
-    if fp32_bytes <= min(FP32_MAX_BYTES, FP32_MEMORY_SHARE * memory):
-        return "fp32", (f"CPU ({kind}): fp32 decodes fastest for a model this small "
-                        f"({fp32_bytes / 2**20:.0f} MB in fp32)")
-    return "4bit", f"CPU ({kind}): the model is too large for fp32 here ({fp32_bytes / 2**30:.1f} GB), 4-bit NF4"
+def weights_identity(source: str) -> list:
+    """What names a model's weights for the files kept from them: a local folder's path and its safetensors'
+    names, sizes and times; a Hub id as it is."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return [source]
+    return [str(folder.resolve()),
+            [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors"))]]

@@ -11,6 +11,7 @@ storage) holds::
     models/                           converted models (or SIMULACRA_MODEL_CACHE)
     models/memory-vectors/<model>/    characters' memory vectors for that model (see engine.memory)
     models/quantized/<key>/           a local model quantised to 4-bit on the CPU, kept (see engine.loading)
+    models/precision/<key>.json       what ``--precision auto`` measured on this CPU, kept (see engine.precision)
 
 A change to where any of these is stored is a change to this file alone.
 """
@@ -91,6 +92,11 @@ def memory_vectors_dir(models: str | os.PathLike | None = None) -> Path:
 def quantized_dir(models: str | os.PathLike | None = None) -> Path:
     """Local models quantised to 4-bit on the CPU, kept beside the models (``models`` or ``models_dir()``)."""
     return (Path(models) if models else models_dir()) / "quantized"
+
+
+def precision_choices_dir(models: str | os.PathLike | None = None) -> Path:
+    """The precisions ``auto`` chose by measuring on a CPU, kept beside the models (``models`` or ``models_dir()``)."""
+    return (Path(models) if models else models_dir()) / "precision"
 
 
 def character_datasets(character: str) -> Path:

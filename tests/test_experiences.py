@@ -436,10 +436,6 @@ def test_openai_generator_gives_up_with_a_clear_error(fake_openai, monkeypatch):
 def test_batched_generation_matches_one_at_a_time_in_fp32(engine):
     """Padding and positions of the batch are right: each greedy reply is the one it gets alone, up to a near
     tie where a batch's rounding differs from one row's (fp32; see NEAR_TIE)."""
-    from engine import Engine, EngineOptions
-
-    if engine.precision != "fp32":  # `auto` picks fp32 on a CPU for this model; elsewhere, load it so
-        engine = Engine(EngineOptions(precision="fp32"))
     conversations = [[{"role": "user", "content": "Name three fruits."}],
                      [{"role": "system", "content": "You are Socrates of Athens, a philosopher."},
                       {"role": "user", "content": "What is virtue? Answer in one sentence, my friend."}],
