@@ -91,7 +91,7 @@ class Engine:
         self.precision, self.precision_reason = self.options.precision, "chosen"
         if self.precision == "auto":
             self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust, self.cache_dir,
-                                                                   self.decode_threads or self.threads)
+                                                                   (self.decode_threads or 1, self.threads))
         precision = self.precision
         self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir).eval()
         self.base_model = self.model

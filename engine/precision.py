@@ -5,10 +5,12 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
 - a model whose fp32 weights would take more than a quarter of the memory (or 4 GB) gets 4-bit NF4;
 - without AVX-512 BF16, fp32: bitsandbytes' CPU 4-bit kernel is about 3x slower there (the embedded model
   decoded 14.6 tokens/s in fp32 against 6-7 in 4-bit on an AVX2-only EPYC, issue #16);
-- with AVX-512 BF16, bitsandbytes repacks 4-bit weights for a bf16 kernel, and which is faster then depends
-  on the CPU and the threads a decode step gets: fp32 25.1 against 4-bit 20.5 tokens/s on one such EPYC with
-  two decode threads, 4-bit 21.3 against fp32 14.9 on another with one. So the first start measures decode
-  steps in both, and the answer is kept for this CPU, thread count, model and library versions
+- with AVX-512 BF16, bitsandbytes repacks 4-bit weights for a faster kernel, and which serves faster then
+  depends on the CPU and the threads a pass gets: fp32 decoded 25.1 against 4-bit 20.5 tokens/s on one such
+  EPYC with two decode threads, 4-bit 21.3 against fp32 14.9 on another with one; on a Xeon with AMX 4-bit
+  decoded 1.6-1.8x as fast but read prompts at half fp32's speed, and served a crowd of 8 with a later first
+  token. So the first start measures a prompt read and decode steps in both, prices a chat turn with them,
+  and keeps the answer for this CPU, thread counts, model and library versions
   (``plumbing.layout.precision_choices_dir``); later starts read it.
 """
 
@@ -25,6 +27,7 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from engine.batching import PREFILL_CHUNK
 from engine.cpu import cpu_features, cpu_kind, cpu_name, cpu_threads
 from engine.kv_cache import new_cache
 from engine.loading import load_model, weights_identity
@@ -37,9 +40,15 @@ FP32_MEMORY_SHARE = 0.25  # fp32 costs 4 bytes a weight: only while the weights 
 FP32_MAX_BYTES = 4 * 2**30
 MEASURED = ("fp32", "4bit")
 ROWS = (1, 8)  # one visitor, and a classroom's batch
-CONTEXT, WARM_STEPS, STEPS = 32, 1, 5
-# 4-bit must be this much faster for one visitor and for eight: fp32's greedy replies stay the same alone and
-# in a crowd, while the bf16 kernel of 4-bit on these CPUs rounds with the batch's shape (see README).
+# The measured chat: a prompt of this many tokens (persona, memories, history; the README's Beethoven prompt is
+# 846), read in the engine's chunks, then decode steps after it. At a short context 4-bit's lead in decoding
+# looked twice what a crowd through the API gets, where attention over the prompt costs both the same.
+CONTEXT, WARM_STEPS, STEPS = 640, 1, 5
+# A chat turn as priced: a prompt read (between an opened chat's new message with its memories, 55-80 tokens,
+# and a first turn's whole persona, 650-850), and a spoken reply.
+TURN_PROMPT, TURN_TOKENS = 256, 64
+# 4-bit must serve a turn this much faster for one visitor and for eight: fp32's greedy replies stay the same
+# alone and in a crowd, while 4-bit's kernel on these CPUs rounds with the batch's shape (see README).
 MARGIN = 1.1
 
 
@@ -52,8 +61,9 @@ def parameter_count(source: str, trust_remote_code: bool = False) -> int:
 
 
 def auto_precision(source: str, on_cuda: bool, trust_remote_code: bool = False,
-                   cache_dir: str | os.PathLike | None = None, threads: int = 1) -> tuple[str, str]:
-    """The precision ``auto`` means here, and why. ``threads``: the CPU threads a decode step runs on."""
+                   cache_dir: str | os.PathLike | None = None, threads: tuple[int, int] = (1, 1)) -> tuple[str, str]:
+    """The precision ``auto`` means here, and why. ``threads``: the CPU threads a decode step and a prompt read
+    run on."""
     if on_cuda:
         return "4bit", "CUDA: 4-bit NF4 with bf16 compute"
     fp32_bytes = 4 * parameter_count(source, trust_remote_code)
@@ -68,29 +78,37 @@ def auto_precision(source: str, on_cuda: bool, trust_remote_code: bool = False,
     if speeds is None:
         return precision, f"CPU ({kind}): fp32; 4-bit could not be measured here ({when})"
     other = next(p for p in MEASURED if p != precision)
-    figures = "; ".join(f"{rows} at once {speeds[precision][str(rows)]:.1f} against {speeds[other][str(rows)]:.1f}"
-                        for rows in ROWS)
+    figures = ", ".join(f"{rows} at once {turn_seconds(speeds[precision], rows):.1f} s against "
+                        f"{turn_seconds(speeds[other], rows):.1f} s" for rows in ROWS)
     name = "4-bit NF4" if precision == "4bit" else "fp32"
-    return precision, (f"CPU ({kind}): {name} decoded faster here (tokens/s against {other}, {figures}; "
-                       f"measured {when} on {threads} thread{'s' if threads > 1 else ''})")
+    return precision, (f"CPU ({kind}): {name} served a chat turn faster than {other} in a measurement here "
+                       f"({TURN_PROMPT} prompt and {TURN_TOKENS} new tokens a visitor: {figures}; {when})")
+
+
+def turn_seconds(speeds: dict[str, float], rows: int) -> float:
+    """A chat turn of ``rows`` visitors at once, priced from measured speeds (tokens/s: ``read``, a prompt read;
+    ``"1"``, ``"8"``, decode steps of that many rows after a chat's prompt): every visitor's new prompt read,
+    then the replies decoded."""
+    return rows * TURN_PROMPT / speeds["read"] + TURN_TOKENS * rows / speeds[str(rows)]
 
 
 def faster(speeds: dict[str, dict[str, float]]) -> str:
-    """"4bit" where it decoded at least ``MARGIN`` times as many tokens/s as fp32 for one row and for eight
-    (``speeds[precision][str(rows)]``); else "fp32"."""
-    return "4bit" if all(speeds["4bit"][str(r)] >= MARGIN * speeds["fp32"][str(r)] for r in ROWS) else "fp32"
+    """"4bit" where it serves a chat turn (``turn_seconds``) at least ``MARGIN`` times as fast as fp32 for one
+    visitor and for eight; else "fp32"."""
+    return "4bit" if all(turn_seconds(speeds["fp32"], r) >= MARGIN * turn_seconds(speeds["4bit"], r)
+                         for r in ROWS) else "fp32"
 
 
 def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.PathLike | None,
-                    threads: int) -> tuple[str, dict | None, str]:
-    """The faster of fp32 and 4-bit on this CPU, the decode speeds it was chosen from, and when they were
+                    threads: tuple[int, int]) -> tuple[str, dict | None, str]:
+    """The faster of fp32 and 4-bit on this CPU, the speeds it was chosen from, and when they were
     measured: read from the kept choice, else measured now and kept. Where 4-bit cannot be loaded: fp32,
     None, and the error (not kept, so a later start tries again)."""
     import bitsandbytes
     import transformers
 
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
-             [CONTEXT, ROWS, MARGIN], bitsandbytes.__version__, transformers.__version__, torch.__version__]
+             [CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], bitsandbytes.__version__, transformers.__version__, torch.__version__]
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
         choice = json.loads(kept.read_text())
@@ -99,40 +117,51 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("The kept precision choice %s cannot be read (%s); measuring again", kept, err)
-    log.info("Measuring decode steps in fp32 and 4-bit to choose the precision (once on this CPU)")
+    log.info("Measuring prompt reads and decode steps in fp32 and 4-bit to choose the precision (once on this CPU)")
     try:
-        speeds = {precision: decode_speeds(source, precision, trust_remote_code, cache_dir, threads)
+        speeds = {precision: measured_speeds(source, precision, trust_remote_code, cache_dir, threads)
                   for precision in MEASURED}
     except (ImportError, OSError, RuntimeError, ValueError) as err:
         log.warning("4-bit could not be measured on this CPU: %s", err)
         return "fp32", None, str(err)
     choice = {"precision": faster(speeds), "speeds": speeds, "measured": time.strftime("%Y-%m-%d"),
-              "cpu": cpu_name(), "threads": threads}
+              "cpu": cpu_name(), "threads": {"decode": threads[0], "read": threads[1]}}
     try:
         atomic_write_json(kept, choice)
     except OSError as err:  # a read-only or full disk: measured again at the next start
         log.warning("The precision choice was not kept in %s: %s", kept, err)
-    log.info("Decode speeds (tokens/s by rows at once): %s; chose %s", speeds, choice["precision"])
+    log.info("Speeds (tokens/s: a prompt read, decode steps by rows at once): %s; chose %s", speeds,
+             choice["precision"])
     return choice["precision"], speeds, choice["measured"]
 
 
-def decode_speeds(source: str, precision: str, trust_remote_code: bool, cache_dir: str | os.PathLike | None,
-                  threads: int) -> dict[str, float]:
-    """Tokens/s of a decode step of each of ``ROWS`` rows after ``CONTEXT`` tokens, on ``threads`` threads:
-    the median of ``STEPS`` steps after ``WARM_STEPS`` (the first pass is where bitsandbytes repacks)."""
+def measured_speeds(source: str, precision: str, trust_remote_code: bool, cache_dir: str | os.PathLike | None,
+                    threads: tuple[int, int]) -> dict[str, float]:
+    """Tokens/s with the engine's thread counts (decode, read): ``read``, of a ``CONTEXT``-token prompt read in
+    the engine's chunks; ``"1"``, ``"8"``, of a decode step of that many rows after it (the median of ``STEPS``
+    steps after ``WARM_STEPS``)."""
     model = load_model(source, precision, "cpu", trust_remote_code, cache_dir).eval()
+    decode, read = threads
     speeds = {}
     try:
-        with torch.inference_mode(), cpu_threads(threads):
-            for rows in ROWS:
-                cache = new_cache(model.config)
-                model(input_ids=torch.ones(rows, CONTEXT, dtype=torch.long), past_key_values=cache, use_cache=True)
-                step, seconds = torch.ones(rows, 1, dtype=torch.long), []
-                for _ in range(WARM_STEPS + STEPS):
-                    started = time.perf_counter()
-                    model(input_ids=step, past_key_values=cache, use_cache=True)
-                    seconds.append(time.perf_counter() - started)
-                speeds[str(rows)] = round(rows / statistics.median(seconds[WARM_STEPS:]), 1)
+        with torch.inference_mode():
+            with cpu_threads(read):
+                model(input_ids=torch.ones(1, 8, dtype=torch.long))  # the first pass, where bitsandbytes repacks
+                prompt, started = new_cache(model.config), time.perf_counter()
+                for start in range(0, CONTEXT, PREFILL_CHUNK["cpu"]):
+                    chunk = min(PREFILL_CHUNK["cpu"], CONTEXT - start)
+                    model(input_ids=torch.ones(1, chunk, dtype=torch.long), past_key_values=prompt, use_cache=True)
+                speeds["read"] = round(CONTEXT / (time.perf_counter() - started), 1)
+            with cpu_threads(decode):
+                for rows in ROWS:
+                    cache = new_cache(model.config, [(layer.keys.repeat(rows, 1, 1, 1), layer.values.repeat(rows, 1, 1, 1))
+                                                     for layer in prompt.layers])
+                    step, seconds = torch.ones(rows, 1, dtype=torch.long), []
+                    for _ in range(WARM_STEPS + STEPS):
+                        started = time.perf_counter()
+                        model(input_ids=step, past_key_values=cache, use_cache=True)
+                        seconds.append(time.perf_counter() - started)
+                    speeds[str(rows)] = round(rows / statistics.median(seconds[WARM_STEPS:]), 1)
     finally:
         del model
         gc.collect()
