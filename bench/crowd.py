@@ -7,7 +7,10 @@ character i % 10; every other visitor speaks through an adapter of the quick pre
 on every default target; random values, since an adapter's cost does not depend on them), so base
 rows and adapter rows share the batch. Each visitor streams one question through the official
 `openai` client to /v1/chat/completions, greedy, at most --tokens new tokens, and all of them start
-at once. Two rounds a crowd size:
+at once. The visitors' clients run in a process of their own (`--clients process`, the default), as a
+load tester such as vLLM's `benchmark_serving` does: visitors are on other machines, and clients in
+the server's process would share its GIL (`--clients thread` runs them there, for comparison; on
+2 cores they share the CPU either way). Two rounds a crowd size:
 
 - **opened**: each visitor's chat was opened first (one earlier question, not timed), so its system
   prompt is in the prefix cache, as the Chat tab's read-ahead leaves it;
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +85,11 @@ def ask(client, model: str, question: str, tokens: int, start: float | None = No
     return {"ttft_s": first, "done_s": time.perf_counter() - started, "text": text, "tokens": usage or 0}
 
 
-def crowd(clients, models: list[str], questions: list[str], tokens: int) -> dict:
-    """Every visitor at once; aggregate tokens/s and times to first token."""
+def crowd(url: str, models: list[str], questions: list[str], tokens: int) -> dict:
+    """Every visitor at once, each with a client of its own; aggregate tokens/s and times to first token."""
+    import openai
+
+    clients = [openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600) for _ in models]
     results: list[dict | None] = [None] * len(models)
     barrier = threading.Barrier(len(models) + 1)
 
@@ -104,7 +112,8 @@ def crowd(clients, models: list[str], questions: list[str], tokens: int) -> dict
             "texts": [r["text"] for r in results]}
 
 
-def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_threads: int = 0) -> dict:
+def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_threads: int = 0,
+            clients_in: str = "process") -> dict:
     import openai
 
     from characters.store import CharacterStore
@@ -125,8 +134,10 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
     memory = PeakMemory()
     memory.start()
     names = sorted(CharacterStore().names())[:10]
-    clients = [openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
-               for _ in range(max(sizes))]
+    url = f"http://127.0.0.1:{port}/v1"
+    clients = [openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600) for _ in range(max(sizes))]
+    # One process for the timed crowds' clients, started once (spawned: a fork would copy the server's threads).
+    visitors = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if clients_in == "process" else None
     ask(clients[0], visitor_models(2, names)[1], "Hello!", 8)  # warm-up: loads the adapter
 
     rows = []
@@ -140,8 +151,9 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
                     ask(client, model, "Good evening! How are you?", 1)
             memory.reset()
             steps, row_steps = engine.scheduler.steps, engine.scheduler.row_steps
-            row = {"precision": engine.precision, "mode": mode, **crowd(clients, models, questions, tokens),
-                   "peak_rss_mb": memory.peak / 2**20}
+            timed = (visitors.submit(crowd, url, models, questions, tokens).result() if visitors
+                     else crowd(url, models, questions, tokens))
+            row = {"precision": engine.precision, "mode": mode, **timed, "peak_rss_mb": memory.peak / 2**20}
             row["mean_batch_rows"] = (engine.scheduler.row_steps - row_steps) / max(1, engine.scheduler.steps - steps)
             rows.append(row)
             print(f"  {precision} {mode} {size}: {row['tokens_per_s']:.1f} tokens/s, first token median "
@@ -158,6 +170,8 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
             alone.append(ask(clients[i], model, QUESTIONS[i % len(QUESTIONS)], tokens)["text"])
         same = sum(a == b for a, b in zip(alone, eight["texts"]))
     serving.should_exit = True
+    if visitors:
+        visitors.shutdown()
     time.sleep(1)
     alone_rate = {mode: next(r["tokens_per_s"] for r in rows if r["visitors"] == 1 and r["mode"] == mode)
                   for mode in ("opened", "fresh")} if 1 in sizes else {}
@@ -165,7 +179,7 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
         if alone_rate:
             row["ratio_to_one"] = row["tokens_per_s"] / alone_rate[row["mode"]]
         del row["texts"]
-    return {"precision": engine.precision, "precision_reason": engine.precision_reason,
+    return {"precision": engine.precision, "precision_reason": engine.precision_reason, "clients": clients_in,
             "decode_threads": engine.decode_threads, "threads": engine.threads, "rows": rows,
             "greedy_replies_same_alone_and_in_8": same}
 
@@ -177,11 +191,13 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["auto", "4bit"])
     parser.add_argument("--port", type=int, default=7941)
     parser.add_argument("--decode-threads", type=int, default=0, help="the engine's decode_threads (0: auto)")
+    parser.add_argument("--clients", choices=("process", "thread"), default="process",
+                        help="where the timed visitors' clients run: a process of their own, or threads of the server's")
     args = parser.parse_args()
 
     from engine.cpu import speed_features
 
-    runs = [measure(p, args.visitors, args.tokens, args.port + k, args.decode_threads)
+    runs = [measure(p, args.visitors, args.tokens, args.port + k, args.decode_threads, args.clients)
             for k, p in enumerate(args.precisions)]
     for run in runs:
         run["measured"] = time.strftime("%Y-%m-%d %H:%M")

@@ -8,8 +8,8 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
 - with AVX-512 BF16, bitsandbytes repacks 4-bit weights for a faster kernel, and which serves faster then
   depends on the CPU and the threads a pass gets: fp32 decoded 25.1 against 4-bit 20.5 tokens/s on one such
   EPYC with two decode threads, 4-bit 21.3 against fp32 14.9 on another with one; on a Xeon with AMX 4-bit
-  decoded 1.6-1.8x as fast but read prompts at half fp32's speed, and served a crowd of 8 with a later first
-  token. So the first start measures a prompt read and decode steps in both, prices a chat turn with them,
+  decoded 1.3-1.8x as fast but read prompts at two-thirds of fp32's speed, and served a crowd of 8 with a later
+  first token. So the first start measures a prompt read and decode steps in both, prices a chat turn with them,
   and keeps the answer for this CPU, thread counts, model and library versions
   (``plumbing.layout.precision_choices_dir``); later starts read it.
 """
@@ -47,8 +47,9 @@ CONTEXT, WARM_STEPS, STEPS = 640, 1, 5
 # A chat turn as priced: a prompt read (between an opened chat's new message with its memories, 55-80 tokens,
 # and a first turn's whole persona, 650-850), and a spoken reply.
 TURN_PROMPT, TURN_TOKENS = 256, 64
-# 4-bit must serve a turn this much faster for one visitor and for eight: fp32's greedy replies stay the same
-# alone and in a crowd, while 4-bit's kernel on these CPUs rounds with the batch's shape (see README).
+# 4-bit must serve a turn this much faster for one visitor and for eight. Within that the two serve about
+# alike, and fp32's greedy replies stay the same alone and in a crowd, while 4-bit's kernel on these CPUs
+# rounds with the batch's shape (see README).
 MARGIN = 1.1
 
 
@@ -108,7 +109,8 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     import transformers
 
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
-             [CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], bitsandbytes.__version__, transformers.__version__, torch.__version__]
+             [CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], bitsandbytes.__version__, transformers.__version__,
+             torch.__version__]
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
         choice = json.loads(kept.read_text())
@@ -154,8 +156,8 @@ def measured_speeds(source: str, precision: str, trust_remote_code: bool, cache_
                 speeds["read"] = round(CONTEXT / (time.perf_counter() - started), 1)
             with cpu_threads(decode):
                 for rows in ROWS:
-                    cache = new_cache(model.config, [(layer.keys.repeat(rows, 1, 1, 1), layer.values.repeat(rows, 1, 1, 1))
-                                                     for layer in prompt.layers])
+                    cache = new_cache(model.config, [(layer.keys.repeat(rows, 1, 1, 1),
+                                                      layer.values.repeat(rows, 1, 1, 1)) for layer in prompt.layers])
                     step, seconds = torch.ones(rows, 1, dtype=torch.long), []
                     for _ in range(WARM_STEPS + STEPS):
                         started = time.perf_counter()
