@@ -12,6 +12,7 @@ generation and scenes all go through that one scheduler.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import threading
@@ -31,7 +32,7 @@ from transformers import (
 from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, wait
 from engine.bnb_cpu import unpack_cpu_4bit
 from engine.cpu import cpu_threads
-from engine.kv_cache import copy_of, new_cache
+from engine.kv_cache import new_cache
 from engine.loading import load_model, load_tokenizer
 from engine.mixed_adapters import lora_layers, row_scales
 from engine.model_source import resolve_model
@@ -81,13 +82,14 @@ class Engine:
         self.source = resolve_model(self.options.model, self.cache_dir, on_cuda)
         trust = self.options.trust_remote_code
         self.tokenizer = load_tokenizer(self.source, trust)
-        # A decode step of a few rows gains little from a second thread, and on a small CPU that thread takes
-        # the core the server streams from: 8 visitors through the API on 2 cores (fp32, AVX-512 BF16) got
-        # 26.8-27.9 tokens/s with one decode thread against 23.7-24.0 with two, alternated in one process.
-        # Reading a prompt uses them all. Every pass names its count: OpenMP keeps one per thread, and a thread
-        # whose first torch op ran while a decode step had lowered the process-wide default would keep it.
+        # Decode steps use every thread by default. One fewer had measured faster for a crowd on 2 cores while
+        # server threads also ran passes, which slowed every pass (see batching); with all passes on one thread,
+        # through the API on 2 cores (fp32, Xeon with AVX-512 BF16), one visitor got 18.5 tokens/s on two decode
+        # threads against 12.9 on one, and 8 visitors 42.3 against 31.2. Every pass names its count: OpenMP keeps
+        # one per thread, and a thread whose first torch op ran while a pass had changed the process-wide
+        # default would keep it.
         self.threads = torch.get_num_threads()
-        self.decode_threads = None if on_cuda else (int(self.options.decode_threads) or max(1, self.threads - 1))
+        self.decode_threads = None if on_cuda else (int(self.options.decode_threads) or self.threads)
         self.precision, self.precision_reason = self.options.precision, "chosen"
         if self.precision == "auto":
             self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust, self.cache_dir,
@@ -247,11 +249,19 @@ class Engine:
                 self._active_adapter = UNKNOWN
             raise AdapterError(f"adapter {name!r} could not be loaded: {err}") from err
 
+    def on_model_thread(self, fn):
+        """``fn()`` run on the thread that runs the model's passes, its result returned here: tensor work
+        beside the passes (memory search) runs there too (see ``batching`` for why)."""
+        return self.scheduler.call(fn)
+
     def check_adapter(self, name: str | None) -> None:
         """Raise ``AdapterError`` now (before streaming) if ``name`` cannot be used."""
         if name:
-            with self._lock:
-                self._ensure_loaded(name)
+            self.scheduler.call(functools.partial(self._load_adapter, name))
+
+    def _load_adapter(self, name: str) -> None:
+        with self._lock:
+            self._ensure_loaded(name)
 
     def _activate(self, adapter: str | tuple[str, ...] | None) -> None:
         """Make ``adapter`` the active one (several at once for a mixed batch), or turn the adapter layers off
@@ -277,7 +287,12 @@ class Engine:
         on ``threads`` CPU threads (``None``: all of the engine's). The lock keeps the adapter choice to this pass.
 
         Returns the logits ``[batch, vocab]`` of the last position, or of position ``last[i]`` in row ``i`` (rows
-        padded on the right), and the cache."""
+        padded on the right), and the cache. It runs on the scheduler's thread, whichever thread asks (see
+        ``batching``)."""
+        return self.scheduler.call(functools.partial(self._pass, input_ids, cache, adapter, last, threads, **extra))
+
+    def _pass(self, input_ids: torch.Tensor, cache, adapter: str | None | list[str | None],
+              last: list[int] | None = None, threads: int | None = None, **extra):
         input_ids = input_ids.to(self.device)
         extra = {k: v.to(self.device) for k, v in extra.items()}
         rows = None
@@ -322,7 +337,7 @@ class Engine:
         if self.prefix_cache.capacity <= 0:
             return 0
         ids = self.encode(messages, reply=False)[: self.options.max_context_tokens]
-        cache, reused = self.prefix_cache.take(adapter, ids)
+        cache, reused = self.on_model_thread(functools.partial(self.prefix_cache.take, adapter, ids))
         cache = cache if cache is not None else new_cache(self.base_model.config)
         if reused < len(ids):
             _, cache = self._read(ids[reused:], cache, adapter)
@@ -344,7 +359,8 @@ class Engine:
                 with self._embeddings_lock:
                     jobs, self._embeddings = self._embeddings, []
                 for layer in {j.layer for j in jobs}:
-                    self._embed([j for j in jobs if j.layer == layer], layer, batch)
+                    self.scheduler.call(functools.partial(self._embed, [j for j in jobs if j.layer == layer], layer,
+                                                          batch))
         if job.error is not None:
             raise job.error
         return job.result
@@ -419,11 +435,12 @@ class Engine:
     def _request(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
                  stop: threading.Event | None, keep: bool = True, start=None) -> Request:
         """A request for the scheduler, starting from the prefix cache's best match (or ``start``: a cache
-        and the number of prompt tokens it holds)."""
-        cache, reused = start if start is not None else self.prefix_cache.take(adapter, prompt)
-        cache = cache if cache is not None else new_cache(self.base_model.config)
+        and the number of prompt tokens it holds), which the scheduler copies."""
+        cache, reused = start if start is not None else self.prefix_cache.find(adapter, prompt)
+        borrowed = cache is not None
+        cache = cache if borrowed else new_cache(self.base_model.config)
         return Request(prompt, self._sampler(sampling), adapter, sampling.max_new_tokens, stop, cache,
-                       list(prompt[:reused]), keep)
+                       list(prompt[:reused]), keep, borrowed=borrowed)
 
     def _decode(self, prompt: list[int], sampling: SamplingOptions, adapter: str | None,
                 stop: threading.Event | None, stats: dict) -> Iterator[str]:
@@ -485,7 +502,7 @@ class Engine:
         for i, prompt in enumerate(prompts):
             row_sampling = sampling if sampling.seed is None else dataclasses.replace(
                 sampling, seed=(sampling.seed + i) % 2**31)
-            start = (copy_of(prefix, self.base_model.config), shared) if prefix is not None else (None, 0)
+            start = (prefix, shared) if prefix is not None else (None, 0)
             requests.append(self._request(prompt, row_sampling, adapter, stop, keep=False, start=start))
         for request in requests:
             self.scheduler.submit(request)

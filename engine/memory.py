@@ -18,6 +18,7 @@ an app restarted (or a second process) does not compute them again; a turn embed
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -104,7 +105,7 @@ class Memory:
             if vectors is None:
                 vectors = self._embed([text for _, text in items])
                 self._store(key, vectors)
-            built = _Index(items, vectors)
+            built = self.engine.on_model_thread(functools.partial(_Index, items, vectors))
             self._indexes[key] = built
             while len(self._indexes) > INDEXES_KEPT:
                 self._indexes.popitem(last=False)
@@ -134,10 +135,14 @@ class Memory:
         index = self.index(character)
         if index is None or not query:
             return []
-        vector = torch.nn.functional.normalize(self._embed([query])[0] - index.mean, dim=-1)
-        scores = index.vectors @ vector
-        best = torch.topk(scores, min(k, len(index.items))).indices.tolist()
-        return [Recollection(index.items[i][1], index.items[i][0], round(float(scores[i]), 3)) for i in best]
+        embedded = self._embed([query])[0]
+
+        def nearest() -> list[tuple[int, float]]:
+            scores = index.vectors @ torch.nn.functional.normalize(embedded - index.mean, dim=-1)
+            return [(i, round(float(scores[i]), 3)) for i in torch.topk(scores, min(k, len(index.items))).indices]
+
+        return [Recollection(index.items[i][1], index.items[i][0], score)
+                for i, score in self.engine.on_model_thread(nearest)]
 
 
 _memories: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -31,9 +31,9 @@ class EngineOptions:
     max_batch_rows: int = field(default=16, metadata={
         "help": "Most replies decoded together in one forward pass (continuous batching); more wait their turn."})
     decode_threads: int = field(default=0, metadata={
-        "help": "CPU threads a decode step uses; 0 (auto) leaves one of torch's threads to the server's own work "
-                "(HTTP, the tokenizer, streaming), as llama.cpp splits --threads from --threads-batch. Prompts "
-                "are read with all of them."})
+        "help": "CPU threads a decode step uses; 0 (auto): all of torch's threads. Fewer leave cores to the "
+                "server's own work (HTTP, the tokenizer, streaming), as llama.cpp splits --threads from "
+                "--threads-batch. Prompts are read with all of them."})
     engine_url: str = field(default_factory=lambda: os.environ.get("SIMULACRA_ENGINE_URL", ""), metadata={
         "help": "An OpenAI-compatible server (vLLM, TGI, llama.cpp server, another instance of this app) that "
                 "runs the model instead of this process, e.g. http://gpu-box:8000/v1 (default: "

@@ -45,6 +45,12 @@ class PrefixCache:
 
         At least one prompt token is left unread, since its logits start the reply.
         """
+        cache, keep = self.find(adapter, ids)
+        return (copy_of(cache, self.config, stop=keep), keep) if cache is not None else (None, 0)
+
+    def find(self, adapter: str | None, ids: list[int]):
+        """As ``take``, but the entry's own cache, not a copy (its first ``n_reused`` positions are the prefix):
+        for a caller that copies it elsewhere. Entries are never written to, so it stays valid."""
         with self._lock:
             best, best_len = None, 0
             for key, (entry_adapter, entry_ids, _) in self._entries.items():
@@ -57,8 +63,7 @@ class PrefixCache:
                 return None, 0
             self._entries.move_to_end(best)
             cache = self._entries[best][2]
-        keep = min(best_len, len(ids) - 1)
-        return copy_of(cache, self.config, stop=keep), keep
+        return cache, min(best_len, len(ids) - 1)
 
     def put(self, adapter: str | None, ids: list[int], cache) -> None:
         """Give back a cache that holds exactly ``ids``."""

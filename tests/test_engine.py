@@ -353,7 +353,8 @@ def test_messages_after_cached_prompts_of_different_lengths_are_read_in_one_pass
 
     def read(batch, max_rows):
         scheduler = Scheduler(engine, max_rows, 256)  # never started: the test runs its steps
-        scheduler._reading.extend(batch)
+        for request in batch:
+            scheduler._take(request)  # as the loop takes a request in (it copies a prefix cache entry)
         scheduler._read_chunk()
         return scheduler
 
