@@ -418,8 +418,8 @@ def test_a_failed_forward_pass_reaches_its_reader_and_the_engine_goes_on(engine,
 
 
 def test_decode_steps_run_on_the_decode_threads_and_prompts_are_read_on_all(engine, monkeypatch):
-    """The server keeps a core for its own work while rows decode (``decode_threads``); reading a prompt or
-    embedding a memory, where another thread pays, uses all of the engine's threads, whichever thread asks.
+    """Decode steps run on ``decode_threads`` (fewer than all leave cores to the server's own work); reading a
+    prompt or embedding a memory uses all of the engine's threads, whichever thread asks.
     The greedy reply is the same, or parts from it only at a near tie, since threads may sum in another order."""
     seen = []
     handle = engine.model.register_forward_pre_hook(
