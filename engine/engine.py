@@ -250,14 +250,14 @@ class Engine:
             raise AdapterError(f"adapter {name!r} could not be loaded: {err}") from err
 
     def on_model_thread(self, fn):
-        """``fn()`` run on the thread that runs the model's passes, its result returned here: tensor work
-        beside the passes (memory search) runs there too (see ``batching`` for why)."""
+        """``fn()`` run on the thread that runs the model's passes, its result returned here: every pass, and
+        tensor work beside them (copies of cached prompts, memory search), runs there (see ``batching`` for why)."""
         return self.scheduler.call(fn)
 
     def check_adapter(self, name: str | None) -> None:
         """Raise ``AdapterError`` now (before streaming) if ``name`` cannot be used."""
         if name:
-            self.scheduler.call(functools.partial(self._load_adapter, name))
+            self.on_model_thread(functools.partial(self._load_adapter, name))
 
     def _load_adapter(self, name: str) -> None:
         with self._lock:
@@ -289,7 +289,7 @@ class Engine:
         Returns the logits ``[batch, vocab]`` of the last position, or of position ``last[i]`` in row ``i`` (rows
         padded on the right), and the cache. It runs on the scheduler's thread, whichever thread asks (see
         ``batching``)."""
-        return self.scheduler.call(functools.partial(self._pass, input_ids, cache, adapter, last, threads, **extra))
+        return self.on_model_thread(functools.partial(self._pass, input_ids, cache, adapter, last, threads, **extra))
 
     def _pass(self, input_ids: torch.Tensor, cache, adapter: str | None | list[str | None],
               last: list[int] | None = None, threads: int | None = None, **extra):
@@ -359,8 +359,8 @@ class Engine:
                 with self._embeddings_lock:
                     jobs, self._embeddings = self._embeddings, []
                 for layer in {j.layer for j in jobs}:
-                    self.scheduler.call(functools.partial(self._embed, [j for j in jobs if j.layer == layer], layer,
-                                                          batch))
+                    self.on_model_thread(functools.partial(self._embed, [j for j in jobs if j.layer == layer], layer,
+                                                           batch))
         if job.error is not None:
             raise job.error
         return job.result

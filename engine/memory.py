@@ -27,13 +27,13 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from characters.schema import Character
+from engine.loading import weights_identity
 from plumbing.files import atomic_write_bytes
 from plumbing.layout import memory_vectors_dir
 
@@ -72,11 +72,8 @@ class _Index:
 def model_key(engine) -> str:
     """What memory vectors depend on besides the texts: the model's weights (their files, or the Hub commit),
     the precision and device they ran in, and how a text is embedded."""
-    source = Path(engine.source)
-    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(source.glob("*.safetensors"))
-             ] if source.is_dir() else []
-    parts = [str(source), files, getattr(engine.base_model.config, "_commit_hash", None), engine.precision,
-             engine.device.type, DEPTH, TEMPLATE, torch.__version__]
+    parts = [*weights_identity(engine.source), getattr(engine.base_model.config, "_commit_hash", None),
+             engine.precision, engine.device.type, DEPTH, TEMPLATE, torch.__version__]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ import logging
 import os
 import statistics
 import time
+from importlib.metadata import version
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -105,12 +106,9 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     """The faster of fp32 and 4-bit on this CPU, the speeds it was chosen from, and when they were
     measured: read from the kept choice, else measured now and kept. Where 4-bit cannot be loaded: fp32,
     None, and the error (not kept, so a later start tries again)."""
-    import bitsandbytes
-    import transformers
-
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
-             [CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], bitsandbytes.__version__, transformers.__version__,
-             torch.__version__]
+             [CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], version("bitsandbytes"), version("transformers"),
+             torch.__version__]  # the installed versions: importing bitsandbytes costs 2 s, and fp32 needs none
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
         choice = json.loads(kept.read_text())
