@@ -85,7 +85,7 @@ def ask(client, model: str, question: str, tokens: int, start: float | None = No
     return {"ttft_s": first, "done_s": time.perf_counter() - started, "text": text, "tokens": usage or 0}
 
 
-def client(url: str):
+def new_client(url: str):
     import openai
 
     return openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
@@ -93,7 +93,7 @@ def client(url: str):
 
 def crowd(url: str, models: list[str], questions: list[str], tokens: int) -> dict:
     """Every visitor at once, each with a client of its own; aggregate tokens/s and times to first token."""
-    clients = [client(url) for _ in models]
+    clients = [new_client(url) for _ in models]
     results: list[dict | None] = [None] * len(models)
     barrier = threading.Barrier(len(models) + 1)
 
@@ -137,7 +137,7 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
     memory.start()
     names = sorted(CharacterStore().names())[:10]
     url = f"http://127.0.0.1:{port}/v1"
-    clients = [client(url) for _ in range(max(sizes))]
+    clients = [new_client(url) for _ in range(max(sizes))]
     # One process for the timed crowds' clients, started once (spawned: a fork would copy the server's threads).
     visitors = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if clients_in == "process" else None
     ask(clients[0], visitor_models(2, names)[1], "Hello!", 8)  # warm-up: loads the adapter
