@@ -183,15 +183,12 @@ class Scheduler:
                     self.idle.set()
                 self._take(self._incoming.get())  # then sleep until a request comes
                 self.idle.clear()
-            while True:
-                try:
-                    self._take(self._incoming.get_nowait())
-                except queue.Empty:
-                    break
-            while self._calls:
-                self._run_call(self._calls.popleft())
+            self._between_passes()
             try:
                 self._read_chunk()
+                # Again before the decode step: a visitor's message is embedded (a call), then sent (a request),
+                # and each waits for the pass running when it comes; one chance an iteration cost them a step more.
+                self._between_passes()
                 self._admit()
                 if self._rows:
                     self._decode_step()
@@ -200,6 +197,16 @@ class Scheduler:
                 self._fail([*self._reading, *self._ready, *self._rows], err)
                 self._reading.clear(), self._ready.clear()
                 self._keep_rows([])
+
+    def _between_passes(self) -> None:
+        """Take what came in, and run the calls waiting."""
+        while True:
+            try:
+                self._take(self._incoming.get_nowait())
+            except queue.Empty:
+                break
+        while self._calls:
+            self._run_call(self._calls.popleft())
 
     def _take(self, item: Request | Call) -> None:
         if isinstance(item, Call):
@@ -326,24 +333,28 @@ class Scheduler:
     # ---- the batch -----------------------------------------------------------------------
 
     def _admit(self) -> None:
-        """Move read requests into free rows: their caches join the batch's, padded on the left."""
-        while self._ready and len(self._rows) < self.max_rows:
+        """Move read requests into free rows: their caches join the batch's, padded on the left, in one copy
+        (one at a time, 7 requests read together took 0.19 s to join on 2 cores)."""
+        joining = []
+        while self._ready and len(self._rows) + len(joining) < self.max_rows:
             request = self._ready.popleft()
             if request.ended:
                 self._finish(request)
-                continue
-            new = request.cache
-            length = len(request.fed)
-            if not self._rows:
-                self._cache = new
-                self._mask = torch.ones(1, length, dtype=torch.long)
             else:
-                width = self._mask.shape[1]
-                grow, pad = max(0, length - width), max(0, width - length)
-                self._cache = _stacked([self._cache, new], [width, length], self.config)
-                mask = torch.nn.functional.pad(self._mask, (grow, 0))
-                row = torch.cat([torch.zeros(1, pad, dtype=torch.long), torch.ones(1, length, dtype=torch.long)], 1)
-                self._mask = torch.cat([mask, row])
+                joining.append(request)
+        if not joining:
+            return
+        caches, lengths = [r.cache for r in joining], [len(r.fed) for r in joining]
+        if self._rows:
+            caches, lengths = [self._cache, *caches], [self._mask.shape[1], *lengths]
+        width = max(lengths)
+        self._cache = caches[0] if len(caches) == 1 else _stacked(caches, lengths, self.config)
+        masks = [torch.cat([torch.zeros(1, width - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], 1)
+                 for n in lengths[len(lengths) - len(joining):]]
+        if self._rows:
+            masks.insert(0, torch.nn.functional.pad(self._mask, (width - lengths[0], 0)))
+        self._mask = torch.cat(masks)
+        for request in joining:
             request.cache = None  # its rows are in the batch now
             self._rows.append(request)
 

@@ -17,7 +17,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -64,7 +65,8 @@ class _Embedding:
 
     texts: list[str]
     layer: int
-    result: torch.Tensor | None = None
+    then: Callable | None = None  # applied to the states on the model's thread
+    result: Any = None
     error: BaseException | None = None
 
 
@@ -104,6 +106,7 @@ class Engine:
         self._embeddings: list[_Embedding] = []  # texts waiting for hidden_states, and whose turn it is
         self._embeddings_lock, self._embedding_turn = threading.Lock(), threading.Lock()
         self._adapters: dict[str, Path] = dict(shipped_adapters(self.source))
+        self._loaded: set[str] = set()  # adapters in the PEFT model, added once their weights are in
         self._active_adapter: str | tuple[str, ...] | None = None
         self._lora_layer_list: list | None = None  # see _lora_layers
         self.prefill_chunk = PREFILL_CHUNK[self.device.type]
@@ -230,7 +233,7 @@ class Engine:
         """Load an adapter into the shared PEFT model (once); called with the lock held."""
         from peft import PeftModel  # imported on first use: it adds seconds to every start
 
-        if self.has_adapters and name in self.model.peft_config:
+        if name in self._loaded:
             return
         path = self._adapter_path(name)
         unpack_cpu_4bit(self.base_model)  # no forward runs between this and PEFT's state_dict(): we hold the lock
@@ -248,6 +251,7 @@ class Engine:
                 self.model.delete_adapter(name)
                 self._active_adapter = UNKNOWN
             raise AdapterError(f"adapter {name!r} could not be loaded: {err}") from err
+        self._loaded.add(name)
 
     def on_model_thread(self, fn):
         """``fn()`` run on the thread that runs the model's passes, its result returned here: every pass, and
@@ -255,8 +259,10 @@ class Engine:
         return self.scheduler.call(fn)
 
     def check_adapter(self, name: str | None) -> None:
-        """Raise ``AdapterError`` now (before streaming) if ``name`` cannot be used."""
-        if name:
+        """Raise ``AdapterError`` now (before streaming) if ``name`` cannot be used. A loaded adapter needs no
+        trip to the model's thread, which would wait for the pass running there (a classroom's adapter visitors
+        each waited one more read pass for their first token)."""
+        if name and name not in self._loaded:
             self.on_model_thread(functools.partial(self._load_adapter, name))
 
     def _load_adapter(self, name: str) -> None:
@@ -344,14 +350,16 @@ class Engine:
         self.prefix_cache.put(adapter, ids, cache)
         return len(ids) - reused
 
-    def hidden_states(self, texts: list[str], depth: float, batch: int = 16) -> torch.Tensor:
+    def hidden_states(self, texts: list[str], depth: float, batch: int = 16, then: Callable | None = None):
         """The base model's hidden state after the last token of each text, at ``depth`` (0-1) of its layers,
         as ``[len(texts), hidden]`` floats on the CPU: the raw material of sentence embeddings (``memory``).
+        With ``then``, ``then(states)`` instead, run on the model's thread (tensor work on the states, such as a
+        search, without one more trip there).
 
         Callers at the same time share passes: the one whose turn it is embeds every text waiting, in passes
         of ``batch``. A classroom's messages arrive together, and one at a time their embeddings held the
         last visitor's first token up by the sum of them (8 messages: about 1.5 s on 2 AVX2 cores)."""
-        job = _Embedding(list(texts), max(1, round(depth * self.base_model.config.num_hidden_layers)))
+        job = _Embedding(list(texts), max(1, round(depth * self.base_model.config.num_hidden_layers)), then)
         with self._embeddings_lock:
             self._embeddings.append(job)
         with self._embedding_turn:
@@ -391,6 +399,11 @@ class Engine:
         vectors, start = torch.cat(out), 0
         for job in jobs:
             job.result, start = vectors[start:start + len(job.texts)], start + len(job.texts)
+            if job.then is not None:
+                try:
+                    job.result = job.then(job.result)
+                except Exception as err:  # noqa: BLE001 - it belongs to that caller, who raises it
+                    job.result, job.error = None, err
 
     # ---- generation --------------------------------------------------------------------
 

@@ -86,8 +86,8 @@ class Memory:
         self._indexes: OrderedDict[str, _Index] = OrderedDict()
         self._building = threading.Lock()  # a classroom opening one character builds its vectors once
 
-    def _embed(self, texts: list[str]) -> torch.Tensor:
-        return self.engine.hidden_states([TEMPLATE.format(t) for t in texts], DEPTH)
+    def _embed(self, texts: list[str], then=None):
+        return self.engine.hidden_states([TEMPLATE.format(t) for t in texts], DEPTH, then=then)
 
     def index(self, character: Character) -> _Index | None:
         items = memories_of(character)
@@ -132,14 +132,14 @@ class Memory:
         index = self.index(character)
         if index is None or not query:
             return []
-        embedded = self._embed([query])[0]
 
-        def nearest() -> list[tuple[int, float]]:
-            scores = index.vectors @ torch.nn.functional.normalize(embedded - index.mean, dim=-1)
+        def nearest(states: torch.Tensor) -> list[tuple[int, float]]:
+            scores = index.vectors @ torch.nn.functional.normalize(states[0] - index.mean, dim=-1)
             return [(i, round(float(scores[i]), 3)) for i in torch.topk(scores, min(k, len(index.items))).indices]
 
+        # The search runs with the embedding, on the model's thread: one trip there, not two.
         return [Recollection(index.items[i][1], index.items[i][0], score)
-                for i, score in self.engine.on_model_thread(nearest)]
+                for i, score in self._embed([query], then=nearest)]
 
 
 _memories: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -85,7 +85,8 @@ def test_memory_vectors_are_kept_on_disk_for_the_next_process_and_a_damaged_file
                                          profile=["I was born in Tromsø. I moved to Skarvøy."]))
     embedded = []
     real = engine.hidden_states
-    monkeypatch.setattr(engine, "hidden_states", lambda texts, *a: (embedded.extend(texts), real(texts, *a))[1])
+    monkeypatch.setattr(engine, "hidden_states",
+                        lambda texts, *a, **k: (embedded.extend(texts), real(texts, *a, **k))[1])
 
     first = Memory(engine).index(keeper)
     assert len(embedded) == 4

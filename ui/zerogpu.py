@@ -200,8 +200,9 @@ class ZeroGPUEngine:
     def prefill(self, messages, adapter: str | None = None) -> int:
         return self._prefill(messages, self._adapter(adapter))
 
-    def hidden_states(self, texts: list[str], depth: float, batch: int = 16):
-        return self._hidden_states(texts, depth)
+    def hidden_states(self, texts: list[str], depth: float, batch: int = 16, then=None):
+        states = self._hidden_states(texts, depth)  # ``then`` runs here: a closure does not cross to the GPU worker
+        return states if then is None else then(states)
 
 
 # ---- training in slices ------------------------------------------------------------------------
