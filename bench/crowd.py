@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/crowd.py [--visitors 1 4 8 16] [--tokens 64] [--precisions auto 4bit]
 
-Starts the app's server in this process, once for each precision. Visitor i chats with preset
+Starts the app's server once for each precision, each in a process of its own. Visitor i chats with preset
 character i % 10; every other visitor speaks through an adapter of the quick preset's shape (rank 16
 on every default target; random values, since an adapter's cost does not depend on them), so base
 rows and adapter rows share the batch. Each visitor streams one question through the official
@@ -121,13 +121,15 @@ def measure(precision: str, sizes: list[int], tokens: int, port: int, decode_thr
     from characters.store import CharacterStore
     from conftest import random_lora
     from engine import Engine, EngineOptions
+    from engine.cpu import on_short_lived_thread
     from training.qlora import PRESETS, TARGETS
     from ui.app import server
 
     engine = Engine(EngineOptions(precision=precision, max_batch_rows=max(sizes), decode_threads=decode_threads))
     folder = Path(tempfile.mkdtemp()) / ADAPTER
-    random_lora(engine.source, folder, TARGETS.split(","), PRESETS["quick"]["lora_r"], PRESETS["quick"]["lora_alpha"],
-                std=0.02)
+    # Tensor work on this thread would give it an OpenMP team for good, and slow every pass (engine.cpu).
+    on_short_lived_thread(lambda: random_lora(engine.source, folder, TARGETS.split(","), PRESETS["quick"]["lora_r"],
+                                              PRESETS["quick"]["lora_alpha"], std=0.02))
     engine.add_adapter(ADAPTER, folder)
     serving = server(engine, "127.0.0.1", port)
     threading.Thread(target=serving.run, daemon=True).start()
@@ -199,8 +201,14 @@ def main() -> None:
 
     from engine.cpu import speed_features
 
-    runs = [measure(p, args.visitors, args.tokens, args.port + k, args.decode_threads, args.clients)
-            for k, p in enumerate(args.precisions)]
+    runs = []
+    for k, precision in enumerate(args.precisions):
+        # Each precision in a process of its own: an engine's model thread keeps its OpenMP team while the process
+        # lives, and with a second one the process holds more OpenMP threads than CPUs (engine.cpu), which slowed
+        # the precision measured second by up to a third.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
+            runs.append(alone.submit(measure, precision, args.visitors, args.tokens, args.port + k,
+                                     args.decode_threads, args.clients).result())
     for run in runs:
         run["measured"] = time.strftime("%Y-%m-%d %H:%M")
     # A precision measured in an earlier run stays in the JSON (with its date) until it is measured again.

@@ -2,6 +2,7 @@
 questions, before and after turn endings, for a few sampling settings.
 
     .venv/bin/python bench/turns.py [--configs defaults,short,short-rep,short-cool,short-minp,cool,no-examples]
+                                    [--precision auto|fp32|bf16|4bit]
 
 Each reply is a character's turn in Character-LLM's interview setting, all 100 generated at once through
 the engine's continuous batching (reply i sampled with seed + i; the settings of earlier runs went
@@ -46,23 +47,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", help="the engine's precision (a run other than fp32 keeps "
+                                                            "its settings apart, named with it)")
     args = parser.parse_args()
 
     from characters.meta_prompt import meta_prompt
     from characters.store import CharacterStore
-    from engine import Engine, SamplingOptions
+    from engine import Engine, EngineOptions, SamplingOptions
     from engine.cpu import speed_features
     from engine.roleplay import turn_messages
     from engine.turn_end import SPEAKER_LINE, end_turn, is_own
     from evaluation.metrics import degenerate
 
-    engine = Engine()
+    engine = Engine(EngineOptions(precision=args.precision))
     store = CharacterStore()
     characters = [store.load(name) for name in PRESETS]
-    results = {"model": engine.name, "precision": engine.precision,
-               "cpu_features": speed_features(), "configs": {}}
+    results = {"model": engine.name, "cpu_features": speed_features(), "configs": {}}
     if RESULTS.is_file():  # settings measured in earlier runs are kept (each says when it was measured)
         results["configs"] = json.loads(RESULTS.read_text()).get("configs", {})
+        for kept in results["configs"].values():  # measured before runs named their precision: all in fp32
+            kept.setdefault("precision", "fp32")
     for name in args.configs.split(","):
         values = CONFIGS[name]
         sampling = SamplingOptions(**{k: v for k, v in values.items() if k != "examples"}, seed=args.seed)
@@ -86,8 +90,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
         for turn_endings, got in rows.items():
             n = len(got)
-            results["configs"][f"{name}{' + turn endings' if turn_endings else ''}"] = {
-                "sampling": values, "turn_endings": turn_endings, "replies": n, "seconds": seconds,
+            label = name if engine.precision == "fp32" else f"{name}, {engine.precision}"
+            results["configs"][f"{label}{' + turn endings' if turn_endings else ''}"] = {
+                "sampling": values, "precision": engine.precision, "turn_endings": turn_endings, "replies": n,
+                "seconds": seconds,
                 "measured": time.strftime("%Y-%m-%d %H:%M"), "cpu_features": results["cpu_features"],
                 "degenerate_share": sum(r["degenerate"] for r in got) / n,
                 "other_speaker_share": sum(r["other_speaker"] for r in got) / n,
@@ -96,12 +102,14 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"{engine.name}, {engine.precision}, CPU features: {results['cpu_features']}; "
           f"{len(PRESETS)} presets × {len(QUESTIONS)} questions, seed {args.seed}\n"
-          "| settings | turn endings | degenerate | another speaker's line | median words |\n|---|---|---|---|---|")
+          "| settings | precision | turn endings | degenerate | another speaker's line | median words |\n"
+          "|---|---|---|---|---|---|")
     for name, r in results["configs"].items():
         s = r["sampling"]
         print(f"| {name}: T {s['temperature']}, top-p {s['top_p']}, min-p {s.get('min_p', 0)}, "
               f"rep. {s['repetition_penalty']}, {'' if s.get('examples', True) else 'no dialogue examples, '}"
-              f"{s['max_new_tokens']} tokens | {'yes' if r['turn_endings'] else 'no'} | {r['degenerate_share']:.0%} | "
+              f"{s['max_new_tokens']} tokens | {r['precision']} | {'yes' if r['turn_endings'] else 'no'} | "
+              f"{r['degenerate_share']:.0%} | "
               f"{r['other_speaker_share']:.0%} | {r['median_words']} |")
 
 

@@ -5,17 +5,19 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
 - a model whose fp32 weights would take more than a quarter of the memory (or 4 GB) gets 4-bit NF4;
 - without AVX-512 BF16, fp32: bitsandbytes' CPU 4-bit kernel is about 3x slower there (the embedded model
   decoded 14.6 tokens/s in fp32 against 6-7 in 4-bit on an AVX2-only EPYC, issue #16);
-- with AVX-512 BF16, bitsandbytes repacks 4-bit weights for a faster kernel, and which serves faster then
-  depends on the CPU and the threads a pass gets: fp32 decoded 25.1 against 4-bit 20.5 tokens/s on one such
-  EPYC with two decode threads, 4-bit 21.3 against fp32 14.9 on another with one; on a Xeon with AMX 4-bit
-  decoded 1.3-1.8x as fast but read prompts at two-thirds of fp32's speed, and served a crowd of 8 with a later
-  first token. So the first start measures a prompt read and decode steps in both, prices a chat turn with them,
-  and keeps the answer for this CPU, thread counts, model and library versions
-  (``plumbing.layout.precision_choices_dir``); later starts read it.
+- with AVX-512 BF16, bitsandbytes repacks 4-bit weights for a faster kernel, and bf16 matrix products run
+  natively, and which serves faster then depends on the CPU and the threads a pass gets: fp32 decoded 25.1
+  against 4-bit 20.5 tokens/s on one such EPYC with two decode threads, 4-bit 21.3 against fp32 14.9 on another
+  with one, and bf16 was 28 % slower than fp32 for one visitor there; on a Xeon with AMX, bf16 read prompts 2.3x
+  as fast as fp32 and decoded 8 rows 1.9x as fast, and 4-bit decoded 1.3-1.8x as fast but read prompts at
+  two-thirds of fp32's speed. So the first start measures a prompt read and decode steps in each, prices a chat
+  turn with them for one visitor and for eight (``faster``), and keeps the answer for this CPU, thread counts,
+  model and library versions (``plumbing.layout.precision_choices_dir``); later starts read it.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -29,7 +31,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from engine.batching import PREFILL_CHUNK
-from engine.cpu import cpu_features, cpu_kind, cpu_name, cpu_threads
+from engine.cpu import cpu_features, cpu_kind, cpu_name, cpu_threads, on_short_lived_thread
 from engine.kv_cache import new_cache
 from engine.loading import load_model, weights_identity
 from plumbing.files import atomic_write_json
@@ -39,7 +41,8 @@ log = logging.getLogger(__name__)
 
 FP32_MEMORY_SHARE = 0.25  # fp32 costs 4 bytes a weight: only while the weights take a small share
 FP32_MAX_BYTES = 4 * 2**30
-MEASURED = ("fp32", "4bit")
+MEASURED = ("fp32", "bf16", "4bit")  # fp32 first: the others are measured against it
+NAMES = {"fp32": "fp32", "bf16": "bf16", "4bit": "4-bit NF4"}
 ROWS = (1, 8)  # one visitor, and a classroom's batch
 # The measured chat: a prompt of this many tokens (persona, memories, history; the README's Beethoven prompt is
 # 846), read in the engine's chunks, then decode steps after it. At a short context 4-bit's lead in decoding
@@ -48,9 +51,9 @@ CONTEXT, WARM_STEPS, STEPS = 640, 1, 5
 # A chat turn as priced: a prompt read (between an opened chat's new message with its memories, 55-80 tokens,
 # and a first turn's whole persona, 650-850), and a spoken reply.
 TURN_PROMPT, TURN_TOKENS = 256, 64
-# 4-bit must serve a turn this much faster for one visitor and for eight. Within that the two serve about
-# alike, and fp32's greedy replies stay the same alone and in a crowd, while 4-bit's kernel on these CPUs
-# rounds with the batch's shape (see README).
+# bf16 or 4-bit must serve eight visitors' turn this much faster than fp32, and one visitor's no more than this
+# much slower. Within that they serve about alike, and fp32's greedy replies stay the same alone and in a crowd,
+# while bf16's and 4-bit's kernels on these CPUs round with the batch's shape (see README).
 MARGIN = 1.1
 
 
@@ -78,13 +81,13 @@ def auto_precision(source: str, on_cuda: bool, trust_remote_code: bool = False,
                         f"({fp32_bytes / 2**20:.0f} MB in fp32; bitsandbytes' 4-bit is slow without AVX-512 BF16)")
     precision, speeds, when = measured_choice(source, trust_remote_code, cache_dir, threads)
     if speeds is None:
-        return precision, f"CPU ({kind}): fp32; 4-bit could not be measured here ({when})"
-    other = next(p for p in MEASURED if p != precision)
-    figures = ", ".join(f"{rows} at once {turn_seconds(speeds[precision], rows):.1f} s against "
-                        f"{turn_seconds(speeds[other], rows):.1f} s" for rows in ROWS)
-    name = "4-bit NF4" if precision == "4bit" else "fp32"
-    return precision, (f"CPU ({kind}): {name} served a chat turn faster than {other} in a measurement here "
-                       f"({TURN_PROMPT} prompt and {TURN_TOKENS} new tokens a visitor: {figures}; {when})")
+        return precision, f"CPU ({kind}): fp32; the other precisions could not be measured here ({when})"
+    figures = "; ".join(f"{rows} at once " + ", ".join(f"{p} {turn_seconds(speeds[p], rows):.1f} s" for p in speeds)
+                        for rows in ROWS)
+    rule = (f"the fastest for {ROWS[-1]}" if precision != "fp32" else
+            f"no other {MARGIN - 1:.0%} faster for {ROWS[-1]} and within {MARGIN - 1:.0%} for {ROWS[0]}")
+    return precision, (f"CPU ({kind}): {NAMES[precision]}, {rule} in a measurement here ({TURN_PROMPT} prompt "
+                       f"and {TURN_TOKENS} new tokens a visitor: {figures}; {when})")
 
 
 def turn_seconds(speeds: dict[str, float], rows: int) -> float:
@@ -95,19 +98,26 @@ def turn_seconds(speeds: dict[str, float], rows: int) -> float:
 
 
 def faster(speeds: dict[str, dict[str, float]]) -> str:
-    """"4bit" where it serves a chat turn (``turn_seconds``) at least ``MARGIN`` times as fast as fp32 for one
-    visitor and for eight; else "fp32"."""
-    return "4bit" if all(turn_seconds(speeds["fp32"], r) >= MARGIN * turn_seconds(speeds["4bit"], r)
-                         for r in ROWS) else "fp32"
+    """The precision with the shortest chat turn (``turn_seconds``) for eight visitors at once, of fp32 and those
+    that serve eight at least ``MARGIN`` times as fast as fp32 and one at most ``MARGIN`` times as slowly: a
+    classroom then gains seconds a turn where a visitor alone loses a few tenths at most."""
+    one, crowd = ROWS
+
+    def clearly_better(p: str) -> bool:
+        return (turn_seconds(speeds["fp32"], crowd) >= MARGIN * turn_seconds(speeds[p], crowd)
+                and turn_seconds(speeds[p], one) <= MARGIN * turn_seconds(speeds["fp32"], one))
+
+    return min((p for p in speeds if p == "fp32" or clearly_better(p)), key=lambda p: turn_seconds(speeds[p], crowd))
 
 
 def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.PathLike | None,
                     threads: tuple[int, int]) -> tuple[str, dict | None, str]:
-    """The faster of fp32 and 4-bit on this CPU, the speeds it was chosen from, and when they were
-    measured: read from the kept choice, else measured now and kept. Where 4-bit cannot be loaded: fp32,
-    None, and the error (not kept, so a later start tries again)."""
+    """The precision that serves chat fastest on this CPU (``faster``), the speeds it was chosen from, and when
+    they were measured: read from the kept choice, else measured now and kept. Where one of them cannot be
+    measured (bitsandbytes' 4-bit failing to load, say): fp32, None, and the error (not kept, so a later start
+    tries again)."""
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
-             [CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], version("bitsandbytes"), version("transformers"),
+             [MEASURED, CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], version("bitsandbytes"), version("transformers"),
              torch.__version__]  # the installed versions: importing bitsandbytes costs 2 s, and fp32 needs none
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
@@ -117,13 +127,16 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("The kept precision choice %s cannot be read (%s); measuring again", kept, err)
-    log.info("Measuring prompt reads and decode steps in fp32 and 4-bit to choose the precision (once on this CPU)")
+    log.info("Measuring prompt reads and decode steps in %s to choose the precision (once on this CPU)",
+             ", ".join(MEASURED))
+    speeds = {}
     try:
-        speeds = {precision: measured_speeds(source, precision, trust_remote_code, cache_dir, threads)
-                  for precision in MEASURED}
+        for precision in MEASURED:
+            speeds[precision] = on_short_lived_thread(functools.partial(
+                measured_speeds, source, precision, trust_remote_code, cache_dir, threads))
     except (ImportError, OSError, RuntimeError, ValueError) as err:
-        log.warning("4-bit could not be measured on this CPU: %s", err)
-        return "fp32", None, str(err)
+        log.warning("%s could not be measured on this CPU: %s", precision, err)
+        return "fp32", None, f"{precision}: {err}"
     choice = {"precision": faster(speeds), "speeds": speeds, "measured": time.strftime("%Y-%m-%d"),
               "cpu": cpu_name(), "threads": {"decode": threads[0], "read": threads[1]}}
     try:
