@@ -18,8 +18,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (

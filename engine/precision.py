@@ -8,9 +8,9 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
 - with AVX-512 BF16, bitsandbytes repacks 4-bit weights for a faster kernel, and bf16 matrix products run
   natively, and which serves faster then depends on the CPU and the threads a pass gets: fp32 decoded 25.1
   against 4-bit 20.5 tokens/s on one such EPYC with two decode threads, 4-bit 21.3 against fp32 14.9 on another
-  with one, and bf16 was 28 % slower than fp32 for one visitor there; on a Xeon with AMX, bf16 read prompts 2.3x
-  as fast as fp32 and decoded 8 rows 1.9x as fast, and 4-bit decoded 1.3-1.8x as fast but read prompts at
-  two-thirds of fp32's speed. So the first start measures a prompt read and decode steps in each, prices a chat
+  with one, and bf16 was 28 % slower than fp32 for one visitor there; on a Xeon with AMX, bf16 read prompts
+  2.1-2.3x as fast as fp32 and decoded 8 rows 1.5x as fast, and 4-bit decoded 1.3-1.8x as fast but read prompts
+  at two-thirds of fp32's speed. So the first start measures a prompt read and decode steps in each, prices a chat
   turn with them for one visitor and for eight (``faster``), and keeps the answer for this CPU, thread counts,
   model and library versions (``plumbing.layout.precision_choices_dir``); later starts read it.
 """
