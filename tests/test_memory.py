@@ -39,6 +39,29 @@ def test_a_question_in_other_words_finds_the_memory_that_answers_it(memory, data
     assert any(answer in r.text for r in recalled), [r.text for r in recalled]
 
 
+def test_a_turn_goes_to_the_models_thread_once_for_its_memories_and_not_at_all_for_a_loaded_adapter(
+        engine, memory, data_dir, adapter_dir, monkeypatch):
+    """Each trip to the scheduler's thread waits for the pass running there, and a classroom's turns queue
+    behind each other's passes: the memory search runs with its embedding, and a loaded adapter is checked
+    here. A search that fails raises in its caller."""
+    beethoven = CharacterStore(data_dir).load("Ludwig van Beethoven")
+    expected = memory.recall(beethoven, "Who paid for your keep?")  # builds the index; alone, no count
+    engine.check_adapter("random-lora")  # loads it
+    trips = []
+    real = engine.scheduler.call
+    monkeypatch.setattr(engine.scheduler, "call", lambda fn: (trips.append(fn), real(fn))[1])
+    assert memory.recall(beethoven, "Who paid for your keep?") == expected
+    assert len(trips) == 1, trips
+    engine.check_adapter("random-lora")
+    assert len(trips) == 1, trips
+
+    def broken(states):
+        raise RuntimeError("a search that fails")
+
+    with pytest.raises(RuntimeError, match="a search that fails"):
+        engine.hidden_states(["Who paid for your keep?"], 0.9, then=broken)
+
+
 def test_messages_embedded_at_the_same_time_share_one_pass_and_get_the_vectors_they_get_alone(engine, monkeypatch):
     """A classroom's messages arrive together: the caller whose turn it is embeds all waiting texts at once."""
     texts = [f'This sentence : "{q}" means in one word:"' for q in (
