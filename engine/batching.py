@@ -187,7 +187,8 @@ class Scheduler:
             try:
                 self._read_chunk()
                 # Again before the decode step: a visitor's message is embedded (a call), then sent (a request),
-                # and each waits for the pass running when it comes; one chance an iteration cost them a step more.
+                # and each waits for the pass running when it comes; taken once an iteration, each also waited
+                # for a decode step.
                 self._between_passes()
                 self._admit()
                 if self._rows:
@@ -345,14 +346,13 @@ class Scheduler:
         if not joining:
             return
         caches, lengths = [r.cache for r in joining], [len(r.fed) for r in joining]
+        width = max(lengths + ([self._mask.shape[1]] if self._rows else []))
+        masks = [torch.cat([torch.zeros(1, width - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], 1)
+                 for n in lengths]
         if self._rows:
             caches, lengths = [self._cache, *caches], [self._mask.shape[1], *lengths]
-        width = max(lengths)
+            masks.insert(0, torch.nn.functional.pad(self._mask, (width - self._mask.shape[1], 0)))
         self._cache = caches[0] if len(caches) == 1 else _stacked(caches, lengths, self.config)
-        masks = [torch.cat([torch.zeros(1, width - n, dtype=torch.long), torch.ones(1, n, dtype=torch.long)], 1)
-                 for n in lengths[len(lengths) - len(joining):]]
-        if self._rows:
-            masks.insert(0, torch.nn.functional.pad(self._mask, (width - lengths[0], 0)))
         self._mask = torch.cat(masks)
         for request in joining:
             request.cache = None  # its rows are in the batch now

@@ -117,7 +117,8 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     measured (bitsandbytes' 4-bit failing to load, say): fp32, None, and the error (not kept, so a later start
     tries again)."""
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
-             [MEASURED, CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN], version("bitsandbytes"), version("transformers"),
+             [MEASURED, CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN],
+             version("bitsandbytes"), version("transformers"),
              torch.__version__]  # the installed versions: importing bitsandbytes costs 2 s, and fp32 needs none
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
