@@ -1,11 +1,11 @@
 """Interview benchmark: a 25-question single-turn interview on the embedded 4-bit model,
 batched against one question at a time, in one run.
 
-    .venv/bin/python bench/interview.py [--questions 25] [--batch-size 8] [--adapter RUN_ID]
+    .venv/bin/python bench/interview.py [--questions 25] [--batch-size 8] [--adapter RUN_ID] [--precision 4bit]
 
 One at a time goes through the chat path (the KV cache of the shared system prompt is reused from
-the second question on); batched answers --batch-size questions per forward pass and reads the
-shared system prompt once per batch. Both greedy, up to 96 new tokens. Writes
+the second question on); batched keeps --batch-size questions decoding at once, the next beginning as
+one ends, and reads the shared system prompt once. Both greedy, up to 96 new tokens. Writes
 bench/results/interview.json.
 """
 
@@ -27,15 +27,16 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--adapter", default="")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "4bit"])
     args = parser.parse_args()
 
     from plumbing.layout import runs_dir
     from characters.store import CharacterStore
-    from engine import Engine
+    from engine import Engine, EngineOptions
     from evaluation.interview import InterviewOptions, interview
     from evaluation.questions import question_set
 
-    engine = Engine(adapters_dir=runs_dir())
+    engine = Engine(EngineOptions(precision=args.precision), adapters_dir=runs_dir())
     beethoven = CharacterStore().load("Ludwig van Beethoven")
     questions = question_set("ludwig-van-beethoven")[: args.questions]
     results = {"questions": len(questions), "model": engine.name, "precision": engine.precision,

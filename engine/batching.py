@@ -78,6 +78,7 @@ class Request:
     generated: int = 0
     next_token: int | None = None  # sampled, not yet fed
     error: BaseException | None = None  # what ended it, if not its own end
+    ended_to: queue.SimpleQueue | None = None  # also told when it ends (a caller waiting on several)
 
     def __post_init__(self):
         self.pending = self.prompt[len(self.fed):]
@@ -325,6 +326,8 @@ class Scheduler:
             self.engine.prefix_cache.put(request.adapter, request.fed, request.cache)
         request.cache = None
         request.out.put(END if request.error is None else request.error)
+        if request.ended_to is not None:
+            request.ended_to.put(request)
 
     def _fail(self, requests: list[Request], err: BaseException) -> None:
         for request in requests:

@@ -32,15 +32,10 @@ class LocalGenerator:
 
     def complete(self, conversations: list[list[dict]], sampling: SamplingOptions,
                  stop: threading.Event | None = None) -> list[str]:
-        """Replies; a conversation ending in an assistant message is continued from it (prefill)."""
-        replies = []
-        for start in range(0, len(conversations), self.batch_size):
-            if stop is not None and stop.is_set():
-                break
-            chunk = conversations[start:start + self.batch_size]
-            continued = self.engine.generate_batch(chunk, sampling, stop=stop)
-            replies += [prefill(c) + text for c, text in zip(chunk, continued)]
-        return replies
+        """Replies; a conversation ending in an assistant message is continued from it (prefill). ``batch_size``
+        decode at once, the next beginning as one ends; once ``stop`` is set, the replies of those begun."""
+        continued = self.engine.generate_batch(conversations, sampling, stop=stop, max_rows=self.batch_size)
+        return [prefill(c) + text for c, text in zip(conversations, continued)]
 
 
 def prefill(conversation: list[dict]) -> str:

@@ -15,8 +15,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import httpx
 
@@ -174,22 +174,33 @@ class RemoteEngine:
 
     def generate_batch(self, conversations: list[list[Message]], sampling: SamplingOptions | None = None,
                        adapter: str | None = None, stop: threading.Event | None = None,
-                       stats: dict | None = None) -> list[str]:
-        """Several requests in flight at once: the server batches them (continuous batching in vLLM and
-        TGI). A conversation ending with an assistant message is answered without it, since the Chat
-        Completions API cannot continue a reply."""
+                       stats: dict | None = None, max_rows: int | None = None,
+                       progress: Callable[[int], None] | None = None) -> list[str]:
+        """Several requests in flight at once (``max_in_flight``, or ``max_rows`` if fewer): the server batches
+        them (continuous batching in vLLM and TGI). A conversation ending with an assistant message is answered
+        without it, since the Chat Completions API cannot continue a reply. ``progress`` and ``stop`` as in
+        ``Engine.generate_batch``."""
         self.check_adapter(adapter)
         started = time.perf_counter()
         each = [{} for _ in conversations]
 
-        def answer(i: int) -> str:
+        def answer(i: int) -> str | None:
+            if stop is not None and stop.is_set():
+                return None
             conversation = conversations[i]
             start = conversation[-1]["content"] if conversation and conversation[-1]["role"] == "assistant" else ""
             reply = self.generate(conversation[:-1] if start else conversation, sampling, adapter, stop, each[i])
             return reply[len(start):] if start and reply.startswith(start) else reply  # as the engine: the rest
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_in_flight, len(conversations)))) as pool:
-            replies = list(pool.map(answer, range(len(conversations))))
+        workers = max(1, min(self.max_in_flight, max_rows or self.max_in_flight, len(conversations)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(answer, i) for i in range(len(conversations))]
+            for done, _ in enumerate(as_completed(futures), 1):
+                if progress is not None:
+                    progress(done)
+        replies = [future.result() for future in futures]
+        if None in replies:  # stopped: the ones begun (taken in order)
+            replies = replies[:replies.index(None)]
         if stats is not None:
             stats.update(prompt_tokens=sum(s.get("prompt_tokens", 0) for s in each), shared_tokens=0,
                          new_tokens=sum(s.get("new_tokens", 0) for s in each), seconds=time.perf_counter() - started)

@@ -144,23 +144,27 @@ def _prompt(engine: Engine, character: Character, messages: list[dict], memory: 
 def ask_single(engine: Engine, character: Character, questions: list[Question], scene: Scene, adapter: str | None,
                sampling: SamplingOptions, batch_size: int, progress: Progress, stop: threading.Event | None,
                stats: dict, memory: bool = False) -> list[str]:
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        if stop is not None and stop.is_set():
-            break
-        chunk = questions[start:start + batch_size]
-        conversations = [_prompt(engine, character, turn_messages(character, scene, [], q.question, user=INTERVIEWER,
-                                                                  trained=bool(adapter)), memory, stats)
-                         for q in chunk]
-        batch_stats: dict = {}
-        if batch_size == 1:  # one at a time: the chat path, which reuses the KV cache of the shared prompt
-            replies = [engine.generate(conversations[0], sampling, adapter, stop, batch_stats)]
-        else:
-            replies = engine.generate_batch(conversations, sampling, adapter, stop, batch_stats)
-        answers += [a.strip() for a in replies]
-        stats["new_tokens"] = stats.get("new_tokens", 0) + batch_stats.get("new_tokens", 0)
-        progress(len(answers), len(questions), f"answered {len(answers)} of {len(questions)}")
-    return answers
+    """Each question on its own, ``batch_size`` answered at once: the next begins as soon as one ends."""
+    conversations = [_prompt(engine, character, turn_messages(character, scene, [], q.question, user=INTERVIEWER,
+                                                              trained=bool(adapter)), memory, stats)
+                     for q in questions]
+    if not conversations or (stop is not None and stop.is_set()):
+        return []
+    batch_stats: dict = {}
+    if batch_size == 1:  # one at a time: the chat path, which reuses the KV cache of the shared prompt
+        replies = []
+        for messages in conversations:
+            if stop is not None and stop.is_set():
+                break
+            replies.append(engine.generate(messages, sampling, adapter, stop, batch_stats))
+            stats["new_tokens"] = stats.get("new_tokens", 0) + batch_stats.get("new_tokens", 0)
+            progress(len(replies), len(questions), f"answered {len(replies)} of {len(questions)}")
+        return [a.strip() for a in replies]
+    replies = engine.generate_batch(conversations, sampling, adapter, stop, batch_stats, max_rows=batch_size,
+                                    progress=lambda done: progress(done, len(questions),
+                                                                   f"answered {done} of {len(questions)}"))
+    stats["new_tokens"] = stats.get("new_tokens", 0) + batch_stats.get("new_tokens", 0)
+    return [a.strip() for a in replies]
 
 
 def ask_multi(engine: Engine, character: Character, questions: list[Question], scene: Scene, adapter: str | None,

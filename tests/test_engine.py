@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -491,6 +492,49 @@ def test_batch_rows_are_seeded_one_after_another(engine):
     replies = engine.generate_batch([BEETHOVEN, BEETHOVEN], sampling)
     assert replies[0] == engine.generate(BEETHOVEN, sampling)
     assert replies[0] != replies[1]
+
+
+def test_a_batch_keeps_at_most_max_rows_decoding_and_starts_the_next_as_one_ends(engine, monkeypatch):
+    """Six conversations, two rows at a time: never more than two in the scheduler, the next begun when one
+    ends (not when both have), progress told once a reply, and each greedy reply the one it gets when all six
+    decode together."""
+    questions = ["Who are you?", "Where do you live?", "What do you play?", "Who taught you?", "Hello.", "Why?"]
+    conversations = [BEETHOVEN[:-1] + [{"role": "user", "content": q}] for q in questions]
+    lengths = [2, 14, 3, 3, 12, 4]  # token limits: a short reply beside a long one frees its row early
+    submit = engine.scheduler.submit
+    begun, ends, in_flight, most = [], [], [0], [0]
+
+    def counted(request):
+        if hasattr(request, "prompt"):
+            request.max_new_tokens = lengths[len(begun)]
+            begun.append(request)
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        submit(request)
+
+    def told(done):
+        in_flight[0] -= 1
+        ends.append((done, engine.scheduler.steps))
+
+    monkeypatch.setattr(engine.scheduler, "submit", counted)
+    sampling = SamplingOptions(temperature=0, max_new_tokens=14)
+    replies = engine.generate_batch(conversations, sampling, max_rows=2, progress=told)
+    assert most[0] == 2 and len(begun) == 6 and [done for done, _ in ends] == [1, 2, 3, 4, 5, 6]
+    # The third reply ended while the 14-token one was still decoding: in fixed pairs it could not have begun.
+    assert ends[2][1] < ends[0][1] + 12
+    begun.clear()
+    together = engine.generate_batch(conversations, sampling)
+    assert len(begun) == 6
+    for messages, reply, alone in zip(conversations, replies, together):
+        assert greedy_gap(engine, messages, None, sampling, reply, alone) < NEAR_TIE
+
+
+def test_a_stopped_batch_begins_no_more_and_returns_the_replies_begun(engine):
+    stop = threading.Event()
+    conversations = [BEETHOVEN[:-1] + [{"role": "user", "content": f"Count to {n}."}] for n in range(5)]
+    replies = engine.generate_batch(conversations, SamplingOptions(temperature=0, max_new_tokens=6), stop=stop,
+                                    max_rows=2, progress=lambda done: stop.set())
+    assert len(replies) == 2
 
 
 def test_the_growing_kv_cache_gives_the_same_logits_and_appends_in_place(engine):

@@ -174,15 +174,16 @@ class ZeroGPUEngine:
         return "".join(self.stream(messages, sampling, adapter, stop, stats=stats))
 
     def generate_batch(self, conversations, sampling: SamplingOptions | None = None, adapter: str | None = None,
-                       stop: threading.Event | None = None, stats: dict | None = None) -> list[str]:
-        """One call per full batch of rows, so each call's duration stays that of one batch."""
+                       stop: threading.Event | None = None, stats: dict | None = None, max_rows: int | None = None,
+                       progress: Callable[[int], None] | None = None) -> list[str]:
+        """One call per full batch of rows, so each call's duration stays that of one batch. ``progress`` is told
+        after each call; ``stop`` as in ``Engine.generate_batch``."""
         sampling = sampling or SamplingOptions()
         spec = self._adapter(adapter)
-        rows = max(1, self.inner.options.max_batch_rows)
+        rows = max(1, min(self.inner.options.max_batch_rows, max_rows or self.inner.options.max_batch_rows))
         replies, totals = [], {}
         for start in range(0, len(conversations), rows):
             if stop is not None and stop.is_set():
-                replies += [""] * (len(conversations) - start)
                 break
             # Conversation i samples with seed + i, as in one call to the engine.
             chunk = sampling if sampling.seed is None else dataclasses.replace(
@@ -191,6 +192,8 @@ class ZeroGPUEngine:
             if isinstance(got, _Failure):
                 got.raise_it()
             replies += got
+            if progress is not None:
+                progress(len(replies))
             for key, value in figures.items():
                 totals[key] = totals.get(key, 0) + value
         if stats is not None:
