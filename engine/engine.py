@@ -498,10 +498,9 @@ class Engine:
 
         At most ``max_rows`` of them decode at once (all, when None, within the scheduler's own limit): the
         next one starts as soon as one ends, so a short reply does not leave its row idle until the longest of
-        a fixed group ends (a 26-question interview, 8 at a time, in 4-bit on one thread: 100 s in fixed groups, 63 s
-        this way).
-        ``progress(done)`` is told in the caller's thread as each reply ends. Once ``stop`` is set no more start,
-        and the list holds the replies of those begun, in order.
+        a fixed group ends (a 26-question interview, 8 at a time, in 4-bit on one thread: 100 s in fixed
+        groups, 63 s this way). ``progress(done)`` is told in the caller's thread as each reply ends. Once
+        ``stop`` is set no more start, and the list holds the replies of those begun, in order.
 
         The prefix all prompts share (a system prompt, an instruction) is read once and its KV cache copied to
         every request. With a seed, conversation ``i`` samples with ``seed + i``: the first reply is the one
