@@ -19,8 +19,9 @@ from transformers import HfArgumentParser
 from plumbing.cli import run_command
 
 
-def _prepare(argv: list[str], prog: str):
-    """Options, character, questions and the loaded engine; a bad file or adapter fails before any answer."""
+def _prepare(argv: list[str], prog: str, needs_adapter: bool = False):
+    """Options, character, questions and the loaded engine; a bad file or adapter fails before any answer, and a
+    missing one (``needs_adapter``) before the model loads."""
     from characters.store import CharacterStore
     from engine import EngineOptions, make_engine
     from evaluation.interview import InterviewOptions, resolve_adapter, resolve_questions
@@ -30,6 +31,8 @@ def _prepare(argv: list[str], prog: str):
     options, engine_options = parser.parse_args_into_dataclasses(args=argv)
     if not options.character or not options.out:
         raise ValueError("--character and --out are needed")
+    if needs_adapter and not options.adapter:
+        raise ValueError(f"{prog.split()[-1]} needs --adapter: the run id or adapter folder of the trained character")
     character = CharacterStore().find(options.character)
     questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
     engine = make_engine(engine_options, adapters_dir=runs_dir())
@@ -75,9 +78,8 @@ def before_after(argv: list[str]) -> int:
     from evaluation.interview import label
     from evaluation.report import save_comparison, write_report
 
-    options, character, questions, source, engine = _prepare(argv, "python -m evaluation before-after")
-    if not options.adapter:
-        raise ValueError("before-after needs --adapter: the run id or adapter folder of the trained character")
+    options, character, questions, source, engine = _prepare(argv, "python -m evaluation before-after",
+                                                             needs_adapter=True)
     out, reports = Path(options.out), []
     for adapter, memory in (("", False), ("", True), (options.adapter, False), (options.adapter, True)):
         each = replace(options, adapter=adapter, memory=memory)
