@@ -148,7 +148,7 @@ def ask_single(engine: Engine, character: Character, questions: list[Question], 
     conversations = [_prompt(engine, character, turn_messages(character, scene, [], q.question, user=INTERVIEWER,
                                                               trained=bool(adapter)), memory, stats)
                      for q in questions]
-    if not conversations or (stop is not None and stop.is_set()):
+    if stop is not None and stop.is_set():  # the batch would begin its first rows before seeing it
         return []
     batch_stats: dict = {}
     if batch_size == 1:  # one at a time: the chat path, which reuses the KV cache of the shared prompt

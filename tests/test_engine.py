@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -12,6 +11,7 @@ import torch
 
 from conftest import BEETHOVEN, NEAR_TIE, NEAR_TIE_4BIT, NEAR_TIE_BF16, greedy_gap
 from engine import AdapterError, EngineOptions, PromptTooLong, SamplingOptions
+from engine.batching import Request
 from engine.model_source import EMBEDDED_NAME, embedded_gguf
 from plumbing.layout import models_dir
 
@@ -505,7 +505,7 @@ def test_a_batch_keeps_at_most_max_rows_decoding_and_starts_the_next_as_one_ends
     begun, ends, in_flight, most = [], [], [0], [0]
 
     def counted(request):
-        if hasattr(request, "prompt"):
+        if isinstance(request, Request):  # not a Call (work on the model's thread)
             request.max_new_tokens = lengths[len(begun)]
             begun.append(request)
             in_flight[0] += 1
