@@ -49,7 +49,8 @@ class InterviewOptions:
     max_new_tokens: int = field(default=96, metadata={"help": "Longest answer in tokens."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy, so two runs give the same figures."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (used when temperature > 0)."})
-    batch_size: int = field(default=8, metadata={"help": "Questions answered per forward pass (single mode)."})
+    batch_size: int = field(default=8, metadata={
+        "help": "Questions answered at once, the next beginning as one ends (single mode)."})
     memory: bool = field(default=False, metadata={"help": "Bring the character's memories nearest each question "
                                                            "into the prompt, as the Chat tab does (engine.memory)."})
     out: str = field(default="", metadata={"help": "Where to write the report JSON."})
