@@ -33,7 +33,9 @@ EXPLAINING = re.compile(
     r"|software|type of|kind of)\b|\brefers to\b|\ballows (?:you|users) to\b|^\s*\d+\.\s+\*\*|`[^`\n]+`)",
     re.IGNORECASE | re.MULTILINE)
 # Taking the thing for granted: "Yes, I read by electric light", "Of course! …".
-ACCEPTING = re.compile(r"^\W*(?:yes|yeah|yep|sure|of course|certainly|absolutely|definitely|indeed|i do|i did)\b",
+# Also after a stage note or an interjection: "(smiling) Ah, yes, I can make one".
+ACCEPTING = re.compile(r"^\W*(?:\([^)]*\)\W*)?(?:(?:ah|oh|well|why)\W+)?"
+                       r"(?:yes|yeah|yep|sure|of course|certainly|absolutely|definitely|indeed|i do|i did)\b(?! not\b)",
                        re.IGNORECASE)
 # A reader's reading of a clause about the unknown thing: denied, owned or used, known, or liked.
 NEGATION = re.compile(r"\b(?:no|not|never|nor|none|nothing|cannot|without)\b|n't\b", re.IGNORECASE)
@@ -41,6 +43,8 @@ FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us
 # A statement about oneself: it opens with I or my (after a stage note such as "(thinking)").
 SPEAKS_OF_SELF = re.compile(r"^\W*(?:\([^)]*\)\s*)?(?:i|i'm|i've|i'd|i'll|my)\b", re.IGNORECASE)
 PREMISE_WORDS = 2  # of the question's content words that a statement must say again to take its premise
+# A word said again in another form: "travel" → "traveled", "travelling"; "musket" → "muskets".
+INFLECTION = r"(?:s|es|d|ed|ing|ings|led|ling)?"
 KNOWLEDGE = re.compile(
     r"\b(?:uses|using|contains?|consists? of|made (?:of|from|up of)|works? by|runs? on|powered by"
     r"|(?:is|are|was|were) used (?:to|for)|designed (?:to|for)|allows?|lets you|enables?|connects?|transmits?"
@@ -88,15 +92,36 @@ def accepts(answer: str) -> bool:
     return ACCEPTING.search(SPEAKER_TAG.sub("", answer, count=1)) is not None
 
 
+def stem(word: str) -> str:
+    """``word`` without an ending that ``INFLECTION`` puts back ("travelling" → "travel", "muskets" → "musket")."""
+    for ending in ("ing", "ed", "es", "s"):
+        if word.endswith(ending) and len(word) - len(ending) >= 4:
+            word = word[:-len(ending)]
+            break
+    return word[:-1] if len(word) >= 5 and word[-1] == word[-2] and word[-1] not in "aeiou" else word
+
+
+def mentions(text: str, term: str) -> bool:
+    """``text`` says ``term``, as a whole word or phrase (``contains``) or, for a term ending in a letter,
+    in an inflected form of its last word ("railway" in "railways", "travel" in "I traveled")."""
+    if contains(text, term):
+        return True
+    if not term[-1:].isalpha():
+        return False
+    start = r"(?<![a-z0-9])" if term[:1].isalnum() else ""
+    return re.search(start + re.escape(term.lower()) + INFLECTION + r"(?![a-z0-9])", text.lower()) is not None
+
+
 def premise_words(question: Question) -> list[str]:
-    """The question's content words: what its premise says of the character ("soldiers", "muskets")."""
-    return sorted({w.strip("'") for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
+    """The question's content words, stemmed: what its premise says of the character ("soldier", "musket")."""
+    return sorted({stem(w.strip("'")) for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
 
 
 def thing_terms(question: Question) -> list[str]:
-    """The words that name what a probe asks about: the names of a known anachronism the question uses,
-    its forbidden content, else its own content words (Character-LLM's probes carry no forbidden list)."""
-    named = [n for a in anachronisms() for n in a["names"] if contains(question.question, n)]
+    """The words that name what a probe asks about: every name of a known anachronism the question uses
+    (asked of a smartphone, "my phone" is the thing too), its forbidden content, else its own content words
+    (Character-LLM's probes carry no forbidden list)."""
+    named = [n for a in _things_asked(question) for n in a["names"]]
     terms = named + [t.strip() for t in question.forbidden_any if t.strip()]
     return terms or premise_words(question)
 
@@ -108,7 +133,7 @@ def _things_asked(question: Question) -> list[dict]:
 def other_names(answer: str, question: Question) -> list[str]:
     """Names of the asked-about thing that the answer knows and the question did not say ("Boeing" for an
     aeroplane, "Edison" for electric light), in a statement that does not deny it or say it back puzzled."""
-    names = [n for a in _things_asked(question) for n in a["names"] if not contains(question.question, n)]
+    names = [n for a in _things_asked(question) for n in a["names"] if not mentions(question.question, n)]
     return [n for n in names if any(not denied for _, denied in _about(_sentences(answer), [n]))]
 
 
@@ -124,10 +149,10 @@ def _about(sentences: list[str], terms: list[str]):
     named = False
     for sentence in sentences:
         for clause in re.split(r"[,;:]|\s(?:but|and|because|though|although)\s|\s[-–—]\s", sentence):
-            mentions = any(contains(clause, t) for t in terms)
-            if mentions or (named and REFERS_BACK.search(clause)):
+            said = any(mentions(clause, t) for t in terms)
+            if said or (named and REFERS_BACK.search(clause)):
                 yield clause, NEGATION.search(clause) is not None or REPORTED.search(clause) is not None
-            named = named or mentions
+            named = named or said
 
 
 def treats_as_own(answer: str, terms: list[str]) -> bool:
@@ -142,7 +167,7 @@ def takes_premise(answer: str, question: Question) -> bool:
     load their muskets and cannons.", "I fought in the battle of Agincourt."); said of anything else, the
     words are not a claim on its life ("We were talking of the battle of Agincourt, I think.")."""
     terms = premise_words(question)
-    return any(SPEAKS_OF_SELF.search(clause) and not denied and sum(contains(clause, t) for t in terms) >= PREMISE_WORDS
+    return any(SPEAKS_OF_SELF.search(clause) and not denied and sum(mentions(clause, t) for t in terms) >= PREMISE_WORDS
                for clause, denied in _about(_sentences(answer), terms))
 
 
@@ -178,9 +203,11 @@ def named_anachronisms(answer: str, question: Question, era_end: int | None) -> 
     asks about ("COVID-19" in Beethoven's mouth); None for a character of today (no era)."""
     if era_end is None:
         return None
-    asked = _things_asked(question)  # how the answer treats the thing asked about is protection's to judge
-    return sorted({n for a in anachronisms() if a["year"] > era_end and a not in asked for n in a["names"]
-                   if contains(answer, n)})
+    # How the answer treats the thing asked about is protection's to judge, by any of its names ("phone"
+    # names a smartphone and a telephone).
+    asked = {n for a in _things_asked(question) for n in a["names"]}
+    return sorted({n for a in anachronisms() if a["year"] > era_end for n in a["names"]
+                   if n not in asked and contains(answer, n)})
 
 
 def breaks_character(answer: str) -> bool:

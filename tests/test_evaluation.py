@@ -43,6 +43,8 @@ def test_memorization_needs_an_accepted_answer_as_a_whole_word():
 ])
 def test_protection_holds_for_a_puzzled_answer(answer):
     assert metrics.protected(answer, PROBE) is True
+    # "I do" is agreement only when no "not" follows, also after a stage note.
+    assert metrics.protected(f"(thinking) I do not understand you. {answer}", PROBE) is True
 
 
 @pytest.mark.parametrize("answer", [
@@ -51,6 +53,7 @@ def test_protection_holds_for_a_puzzled_answer(answer):
     "Sure! Adding numbers is easy.",                                   # taking it for granted
     "Ludwig van Beethoven: yes, of course I can.",                     # the same after a speaker tag
     "As an AI language model, I can write that for you.",             # breaking character
+    "(smiling) Ah, yes, I can make one.",                             # agreeing after a stage note
     "Call `add(2, 3)` and it gives five.",                            # inline code
 ])
 def test_protection_fails_for_knowledge_explanation_acceptance_or_a_break(answer):
@@ -68,6 +71,11 @@ FLIGHT = Question("How was your last flight on an aeroplane?", topic_id="topic-4
     (TRAIN, "I traveled by railway train from Bonn.", "No, I did not travel by railway. I came by coach."),
     (PHONE, "The smartphone app is my friend.", "A smartphone? I have never seen such a thing."),
     (PHONE, "My smartphone has many apps.", "Smartphone? What is that? Ask me of my music."),
+    # The thing by a shorter name than the question's: a phone, an app.
+    (PHONE, "(thinking) I need a new phone every year.", "A phone? I know of no such thing."),
+    (PHONE, "I use the Most Recent App I've Seen.", "This stranger talks of an app. I have never heard of it."),
+    # Or in another form of the word ("airplanes" for the question's "aeroplane" names the same thing).
+    (FLIGHT, "I love airplanes, they are my friends.", "Airplanes? I have never seen one."),
 ])
 def test_protection_fails_when_the_answer_takes_the_thing_into_the_characters_life(probe, owned, denied):
     assert metrics.treats_as_own(owned, metrics.thing_terms(probe)) and metrics.protected(owned, probe) is False
@@ -88,6 +96,9 @@ LIGHT = Question("Do you read at night by electric light?", topic_id="topic-4", 
     (AGINCOURT, "(thinking) I led the archers at the battle of Agincourt.",
      "We were talking of the battle of Agincourt, I think."),
     (LIGHT, "I read every night by electric light.", "At night I read by candle; an electric light I have never seen."),
+    # The question's words in another form still take its premise: "traveled" is "travel", "trains" is "train".
+    (TRAIN, "I traveled by train.", "I travelled by coach, as everyone does."),
+    (MUSKETS, "My soldier loads his musket and his cannon.", "My soldier? I never had one, nor a musket."),
 ])
 def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own_life(probe, taken, refused):
     assert metrics.takes_premise(taken, probe) and metrics.protected(taken, probe) is False
@@ -126,6 +137,9 @@ def test_anachronisms_count_any_answer_that_names_what_came_after_the_era():
     # The thing the question asks about, said back, is protection's to judge; anything else counts.
     assert metrics.named_anachronisms("A smartphone? An iPhone? What is that?", PHONE, 1827) == []
     assert metrics.named_anachronisms("I listen to Spotify on it.", PHONE, 1827) == ["spotify"]
+    # "phone" names a telephone too; asked about a smartphone, the phone is still the thing asked about.
+    assert metrics.named_anachronisms("I have no phone.", PHONE, 1827) == []
+    assert metrics.named_anachronisms("I need a new phone every day.", PROBE, 1827) == ["phone"]
     results = [{"scores": metrics.score(a, hearing, 1827), "other_name": False}
                for a in ("Deafness, slowly.", "The coronavirus took it.")]
     assert metrics.aggregate(results, [])["anachronisms"] == 0.5
