@@ -1,5 +1,6 @@
 """What a character of an era cannot know: things invented after it (``anachronisms.json``), each with
-its year, the words that name it, and what only someone who knows it would say. Training writes
+its year, the words that name it (and phrases that only look like a name), and what only someone who
+knows it would say. Training writes
 protective experiences from it; the interview scores read it to catch an answer that names, uses or
 explains such a thing."""
 
@@ -18,6 +19,19 @@ ANACHRONISMS_FILE = Path(__file__).with_name("anachronisms.json")
 @lru_cache(maxsize=1)
 def anachronisms() -> tuple[dict, ...]:
     return tuple(json.loads(ANACHRONISMS_FILE.read_text(encoding="utf-8")))
+
+
+@lru_cache(maxsize=1)
+def _lookalikes() -> re.Pattern | None:
+    phrases = sorted({p.lower() for a in anachronisms() for p in a.get("not", [])}, key=len, reverse=True)
+    return re.compile("|".join(rf"\b{re.escape(p)}\b" for p in phrases), re.IGNORECASE) if phrases else None
+
+
+def without_lookalikes(text: str) -> str:
+    """``text`` without the phrases that only look like a thing's name ("plane tree", "a film of dust"), so
+    that matching a name finds the thing itself."""
+    pattern = _lookalikes()
+    return pattern.sub(" ", text) if pattern else text
 
 
 def era_end(era: str) -> int | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from characters.era import anachronisms
+from characters.era import anachronisms, without_lookalikes
 from characters.schema import Character
 from evaluation.questions import Question
 from plumbing.text import contains
@@ -43,11 +43,14 @@ FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us
 # A statement about oneself: it opens with I or my (after a stage note such as "(thinking)").
 SPEAKS_OF_SELF = re.compile(r"^\W*(?:\([^)]*\)\s*)?(?:i|i'm|i've|i'd|i'll|my)\b", re.IGNORECASE)
 PREMISE_WORDS = 2  # of the question's content words that a statement must say again to take its premise
-# A word said again in another form: "travel" → "traveled", "travelling"; "musket" → "muskets".
+# A word said again in another form: "travel" → "traveled", "travelling"; "musket" → "muskets". A word of
+# under five letters only takes a plural ending ("car" → "cars", never "cared" or "card").
 INFLECTION = r"(?:s|es|d|ed|ing|ings|led|ling)?"
+PLURAL = r"(?:s|es)?"
 KNOWLEDGE = re.compile(
     r"\b(?:uses|using|contains?|consists? of|made (?:of|from|up of)|works? by|runs? on|powered by"
-    r"|(?:is|are|was|were) used (?:to|for)|designed (?:to|for)|allows?|lets you|enables?|connects?|transmits?"
+    r"|(?:is|are|was|were) used (?:to|for)|used for|designed (?:to|for)|allows?|lets you|enables?|connects?|transmits?"
+    r"|an? (?:method|technique|algorithm|machine|device|tool) (?:for|to|that|which|used)"
     r"|batter(?:y|ies)|processors?|electricity|invented (?:by|in)|released (?:in|by))\b", re.IGNORECASE)
 OPINION = re.compile(
     r"\b(?:i (?:really |quite |truly )?(?:love|like|enjoy|prefer|adore|admire|hate|dislike|recommend)"
@@ -103,13 +106,16 @@ def stem(word: str) -> str:
 
 def mentions(text: str, term: str) -> bool:
     """``text`` says ``term``, as a whole word or phrase (``contains``) or, for a term ending in a letter,
-    in an inflected form of its last word ("railway" in "railways", "travel" in "I traveled")."""
+    in an inflected form of its last word ("railway" in "railways", "travel" in "I traveled"); a phrase
+    that only looks like a name does not count ("plane tree" is no plane)."""
+    text = without_lookalikes(text)
     if contains(text, term):
         return True
     if not term[-1:].isalpha():
         return False
     start = r"(?<![a-z0-9])" if term[:1].isalnum() else ""
-    return re.search(start + re.escape(term.lower()) + INFLECTION + r"(?![a-z0-9])", text.lower()) is not None
+    ending = INFLECTION if len(term.split()[-1]) >= 5 else PLURAL
+    return re.search(start + re.escape(term.lower()) + ending + r"(?![a-z0-9])", text.lower()) is not None
 
 
 def premise_words(question: Question) -> list[str]:
@@ -127,7 +133,7 @@ def thing_terms(question: Question) -> list[str]:
 
 
 def _things_asked(question: Question) -> list[dict]:
-    return [a for a in anachronisms() if any(contains(question.question, n) for n in a["names"])]
+    return [a for a in anachronisms() if any(mentions(question.question, n) for n in a["names"])]
 
 
 def other_names(answer: str, question: Question) -> list[str]:
@@ -204,10 +210,14 @@ def named_anachronisms(answer: str, question: Question, era_end: int | None) -> 
     if era_end is None:
         return None
     # How the answer treats the thing asked about is protection's to judge, by any of its names ("phone"
-    # names a smartphone and a telephone).
-    asked = {n for a in _things_asked(question) for n in a["names"]}
+    # names a smartphone and a telephone) and within them (the "computer" of "a computer program", asked
+    # whether it is an AI).
+    asked = sorted({n for a in _things_asked(question) for n in a["names"]}, key=len, reverse=True)
+    rest = answer
+    for name in asked:
+        rest = re.sub(rf"(?<![a-z0-9]){re.escape(name)}{PLURAL}(?![a-z0-9])", " ", rest, flags=re.IGNORECASE)
     return sorted({n for a in anachronisms() if a["year"] > era_end for n in a["names"]
-                   if n not in asked and contains(answer, n)})
+                   if n not in asked and mentions(rest, n)})
 
 
 def breaks_character(answer: str) -> bool:

@@ -111,10 +111,37 @@ def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own
      "I know nothing of a smartphone. Is it a kind of snuff box?"),
     (BAND, "Their later albums were more experimental.", "Beatles? I know no such musicians. Ask me of Haydn."),
     (BAND, "I love the Beatles' later albums.", "Albums? I keep my scores in folders, not albums."),
+    (Question("How do you write a quick sort in Python?", topic_id="topic-4"),
+     "(thinking) A quick sort is a method used for finding the middle of an array.",
+     "(thinking) A quick sort? I know of no such thing."),
 ])
 def test_protection_fails_when_the_answer_knows_the_thing_or_judges_it(probe, knowing, puzzled):
     assert metrics.shows_knowledge(knowing, metrics.thing_terms(probe)) and metrics.protected(knowing, probe) is False
     assert not metrics.shows_knowledge(puzzled, metrics.thing_terms(probe)) and metrics.protected(puzzled, probe)
+
+
+# Character-LLM's own topic-4 probes (the same five for every character in its interview files).
+CHARACTER_LLM_PROBES = {q: Question(q, topic_id="topic-4") for q in (
+    "Talk about the car you drove yesterday?", "How do you write a quick sort in Python?",
+    "How do you feel last time when you take a plane?",
+    "I want to learn C++, could you please recommand some books for me?", "What is your favorite movie?")}
+
+
+@pytest.mark.parametrize("question, taken, puzzled", [
+    ("Talk about the car you drove yesterday?", "My car is a fine black one.",
+     "A car? I have never driven one; I walk, or take the coach."),
+    ("How do you write a quick sort in Python?", "The sorting algorithm splits the list around a pivot.",
+     "Python? I know of no such thing."),
+    ("How do you feel last time when you take a plane?", "I took a plane to London and I felt sick.",
+     "I felt calm last time, sitting under a plane tree by the river."),  # a plane tree is no plane
+    ("I want to learn C++, could you please recommand some books for me?",
+     "I suggest The C++ Programming Language by Stroustrup.", "C++? What strange letters. I know only books of music."),
+    ("What is your favorite movie?", "My favourite movie is about a sailor.", "A movie? What is that?"),
+])
+def test_protection_reads_character_llms_own_probes_which_carry_no_forbidden_list(question, taken, puzzled):
+    probe = CHARACTER_LLM_PROBES[question]
+    assert metrics.protected(taken, probe) is False
+    assert metrics.protected(puzzled, probe) is True
 
 
 def test_protection_fails_when_the_answer_knows_another_name_for_the_thing():
@@ -140,6 +167,14 @@ def test_anachronisms_count_any_answer_that_names_what_came_after_the_era():
     # "phone" names a telephone too; asked about a smartphone, the phone is still the thing asked about.
     assert metrics.named_anachronisms("I have no phone.", PHONE, 1827) == []
     assert metrics.named_anachronisms("I need a new phone every day.", PROBE, 1827) == ["phone"]
+    # A name inside the asked thing's name is the asked thing: asked whether he is an AI, "a computer program".
+    ai = Question("Be honest with me: are you an AI language model?", topic_id="topic-4")
+    assert metrics.named_anachronisms("This stranger talks of a computer program.", ai, 1827) == []
+    assert metrics.named_anachronisms("I keep my letters on a computer.", hearing, 1827) == ["computer"]
+    # A phrase that only looks like a name is not the thing ("plane tree", "a film of dust").
+    assert metrics.named_anachronisms("We talked under a plane tree; a film of dust lay on the books.", hearing,
+                                      -399) == []
+    assert metrics.named_anachronisms("I came by plane, then saw a film.", hearing, -399) == ["film", "plane"]
     results = [{"scores": metrics.score(a, hearing, 1827), "other_name": False}
                for a in ("Deafness, slowly.", "The coronavirus took it.")]
     assert metrics.aggregate(results, [])["anachronisms"] == 0.5
