@@ -59,7 +59,7 @@ OPINION = re.compile(
     r"|innovative|influential|catchy|boring|classic|iconic|masterpieces?))\b", re.IGNORECASE)
 # Saying the word back as the other's, puzzled: "This stranger talks of a Python program".
 REPORTED = re.compile(r"\b(?:talks? of|speaks? of|asks? (?:about|of)|mentions?|heard of|such a thing|what (?:is|are|does)"
-                      r"|the word)\b", re.IGNORECASE)
+                      r"|the word|(?:strange|new|unknown|foreign|a mystery|a riddle|nothing) to me)\b", re.IGNORECASE)
 NAME_TAG = re.compile(r"^\s*(?:(?:[A-Z][\w.'-]*|van|von|de|da|del|di|of|the|le|la)\s+){0,4}[A-Z][\w.'-]*:\s+")
 REFERS_BACK = re.compile(r"^\W*(?:it|they|them|these|those|this one)\b", re.IGNORECASE)
 CONTENT_STOP = set("""what which where when whose about would could should there their these those your yours

@@ -76,6 +76,8 @@ FLIGHT = Question("How was your last flight on an aeroplane?", topic_id="topic-4
     (PHONE, "I use the Most Recent App I've Seen.", "This stranger talks of an app. I have never heard of it."),
     # Or in another form of the word ("airplanes" for the question's "aeroplane" names the same thing).
     (FLIGHT, "I love airplanes, they are my friends.", "Airplanes? I have never seen one."),
+    # "me" is the one who used it, or the one it puzzles.
+    (TRAIN, "The railway took me to Vienna.", "(thinking) A railway... it is strange to me."),
 ])
 def test_protection_fails_when_the_answer_takes_the_thing_into_the_characters_life(probe, owned, denied):
     assert metrics.treats_as_own(owned, metrics.thing_terms(probe)) and metrics.protected(owned, probe) is False
