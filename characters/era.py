@@ -1,8 +1,7 @@
 """What a character of an era cannot know: things invented after it (``anachronisms.json``), each with
 its year, the words that name it (and phrases that only look like a name), and what only someone who
-knows it would say. Training writes
-protective experiences from it; the interview scores read it to catch an answer that names, uses or
-explains such a thing."""
+knows it would say. Training writes protective experiences from it; the interview scores read it to
+catch an answer that names, uses or explains such a thing."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from training.experience import experience_from
 from training.grounded_interviews import grounded_interviews, recall_dev_set
 from training.retellings import PROMPTS as RETELLING_PROMPTS, retellings
 from characters.era import era_end, unknowable
-from training.protective_experiences import knows_forbidden
+from training.protective_experiences import knows_forbidden, probe_questions
 from training.fact_questions import fact_questions
 from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
@@ -175,7 +175,8 @@ def test_retellings_tell_every_fact_in_a_new_order_each_time(beethoven):
 
 def test_every_third_grounded_interview_also_asks_about_something_unknowable(beethoven):
     items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3)
-    probes = {q: a for a in unknowable(beethoven) for q in a["questions"]}
+    probes = {q: a for a in unknowable(beethoven) for q in probe_questions(a)}
+    framed = 0
     for n, item in enumerate(items):
         asked = [t["content"] for t in item.dialogue if t["role"] == "Interviewer"]
         probed = [q for q in asked if q in probes]
@@ -186,6 +187,12 @@ def test_every_third_grounded_interview_also_asks_about_something_unknowable(bee
             assert thinking["action"] == "(thinking)" and reply["role"] == beethoven.name
             assert not knows_forbidden([thinking, reply], beethoven, probes[probed[0]])
             assert reply["content"] not in beethoven.sims.facts
+            framed += probed[0] not in probes[probed[0]]["questions"]
+    # Some are asked in the frames the facts are asked in ("Tell me about your car."); without frames, none.
+    assert framed
+    plain = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3, probe_frames=False)
+    own = {q for a in unknowable(beethoven) for q in a["questions"]}
+    assert all(sum(t["content"] in own for t in item.dialogue) == (n % 3 == 0) for n, item in enumerate(plain))
 
 
 def test_a_template_protective_experience_is_puzzled_by_the_thing_alone(beethoven):
@@ -232,6 +239,7 @@ def test_interview_questions_are_held_out_from_training(data_dir):
         character = store.load(name)
         taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact)}
         taught |= {q.lower() for q in RETELLING_PROMPTS}
+        taught |= {q.lower() for thing in unknowable(character) for q in probe_questions(thing)}
         asked = {q.question.lower() for q in question_set(set_for(name))}
         assert not asked & taught, (name, asked & taught)
 

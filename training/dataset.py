@@ -58,6 +58,9 @@ class ExperienceOptions:
         "help": "First-person retellings of all the facts, each in a new order (0 = none)."})
     probe_every: int = field(default=6, metadata={
         "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
+    probe_frames: bool = field(default=True, metadata={
+        "help": "Probes are also asked in the frames facts are asked in ('Tell me about your car.'); off gives "
+                "the datasets of before 2026-11-28, the shipped adapters' among them."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})
@@ -250,7 +253,7 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     experiences = [Experience.from_dict(row) for row in read_jsonl(out / "experiences.jsonl")]
     dev = recall_dev_set(character)
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
-                                     options.probe_every, dev)
+                                     options.probe_every, dev, options.probe_frames)
     told = retellings(character, options.retellings, random.Random(options.seed))
     examples = [to_example(e, character) for e in experiences + interviews + told]
     # A dataset generated before there was a dev set may ask a dev question in a protective experience.

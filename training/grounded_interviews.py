@@ -13,7 +13,7 @@ from training.experience import Experience
 from plumbing.text import contains
 from training.fact_questions import fact_details, fact_questions
 from characters.era import unknowable
-from training.protective_experiences import puzzled_reply
+from training.protective_experiences import probe_questions, puzzled_reply
 
 
 def fact_wordings(character: Character) -> list[list[str]]:
@@ -38,7 +38,7 @@ def recall_dev_set(character: Character) -> list[dict]:
 
 
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
-                        probe_every: int = 0, dev: list[dict] = ()) -> list[Experience]:
+                        probe_every: int = 0, dev: list[dict] = (), probe_frames: bool = True) -> list[Experience]:
     """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
     questions share one prompt, so training reads the prompt once for several facts). Every fact is
     asked ``phrasings`` times, its wordings taken in turn, so a fact with few wordings is not seen less
@@ -47,7 +47,8 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
     Every ``probe_every``-th interview also asks about something the character cannot know, answered
     with puzzlement: the same interviewer, the same setting, so what tells the two apart is the thing
     asked about (protective experiences alone, in other scenes, taught a small model to be puzzled
-    by every question it could not answer at once)."""
+    by every question it could not answer at once). With ``probe_frames`` a probe may also be asked in the
+    frames the facts are asked in (``probe_questions``)."""
     held = {(row["fact"], row["question"]) for row in dev}
     wordings = [[q for q in questions if (i, q) not in held] for i, questions in enumerate(fact_wordings(character))]
     pairs = [(i, questions[k % len(questions)]) for i, questions in enumerate(wordings) if questions
@@ -67,9 +68,10 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
                  for i, question in interview]
         if probes and n % probe_every == 0:
             probe = probes[(n // probe_every) % len(probes)]
-            turns.insert(rng.randrange(len(turns) + 1),
-                         [{"role": "Interviewer", "action": "(speaking)", "content": rng.choice(probe["questions"])},
-                          *puzzled_reply(character, probe, rng)])
+            at = rng.randrange(len(turns) + 1)
+            question = rng.choice(probe_questions(probe, probe_frames))
+            turns.insert(at, [{"role": "Interviewer", "action": "(speaking)", "content": question},
+                              *puzzled_reply(character, probe, rng)])
         dialogue = [turn for pair in turns for turn in pair]
         items.append(Experience.in_scene(INTERVIEW, dialogue, source="facts", kind="interview", task=f"facts-{n}",
                                          emotion="", topic=""))

@@ -39,6 +39,23 @@ def said_forms(anachronism: dict) -> dict[str, str]:
             "thing": thing, "Thing": thing[:1].upper() + thing[1:]}
 
 
+# The frames the grounded interviews ask facts in ("Tell me about your father."), asked of the unknown thing:
+# with the same words before a fact and before the thing, only the thing tells a puzzled answer from a
+# plain one (a character trained on "What is your …? → My … is …" answered "My favourite website is …").
+PROBE_FRAMES = ["Tell me about {a_thing}.", "What do you think of {a_thing}?", "Do you remember {a_thing}?"]
+OWNED_FRAMES = ["Tell me about your {thing}.", "What is your favourite {thing}?", "Did you bring your {thing}?"]
+
+
+def probe_questions(anachronism: dict, frames: bool = True) -> list[str]:
+    """Questions about a thing the character cannot know: its own, then (with ``frames``) the fact frames asked
+    of it, those with "your" only for a thing one could own ("a smartphone", not "the Second World War")."""
+    if not frames:
+        return list(anachronism["questions"])
+    forms = said_forms(anachronism)
+    frames = PROBE_FRAMES + (OWNED_FRAMES if re.match(r"an? ", forms["a_thing"]) else [])
+    return [*anachronism["questions"], *(f.format(**forms) for f in frames)]
+
+
 def puzzled_reply(character: Character, anachronism: dict, rng: random.Random) -> list[dict]:
     """The character's turns when asked about a thing it cannot know: puzzled thinking, then a reply."""
     forms = said_forms(anachronism)
