@@ -26,6 +26,7 @@ def _lookalikes() -> re.Pattern | None:
     return re.compile("|".join(rf"\b{re.escape(p)}\b" for p in phrases), re.IGNORECASE) if phrases else None
 
 
+@lru_cache(maxsize=4096)  # a metric asks this of the same clause once per name it looks for
 def without_lookalikes(text: str) -> str:
     """``text`` without the phrases that only look like a thing's name ("plane tree", "a film of dust"), so
     that matching a name finds the thing itself."""

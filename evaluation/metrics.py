@@ -104,18 +104,20 @@ def stem(word: str) -> str:
     return word[:-1] if len(word) >= 5 and word[-1] == word[-2] and word[-1] not in "aeiou" else word
 
 
+def _said(term: str, ending: str) -> str:
+    """A pattern for ``term`` as a whole word or phrase with one of ``ending`` after its last word."""
+    return r"(?<![a-z0-9])" * term[:1].isalnum() + re.escape(term.lower()) + ending + r"(?![a-z0-9])"
+
+
 def mentions(text: str, term: str) -> bool:
     """``text`` says ``term``, as a whole word or phrase (``contains``) or, for a term ending in a letter,
     in an inflected form of its last word ("railway" in "railways", "travel" in "I traveled"); a phrase
     that only looks like a name does not count ("plane tree" is no plane)."""
     text = without_lookalikes(text)
-    if contains(text, term):
-        return True
     if not term[-1:].isalpha():
-        return False
-    start = r"(?<![a-z0-9])" if term[:1].isalnum() else ""
+        return contains(text, term)
     ending = INFLECTION if len(term.split()[-1]) >= 5 else PLURAL
-    return re.search(start + re.escape(term.lower()) + ending + r"(?![a-z0-9])", text.lower()) is not None
+    return re.search(_said(term, ending), text.lower()) is not None
 
 
 def premise_words(question: Question) -> list[str]:
@@ -215,7 +217,7 @@ def named_anachronisms(answer: str, question: Question, era_end: int | None) -> 
     asked = sorted({n for a in _things_asked(question) for n in a["names"]}, key=len, reverse=True)
     rest = answer
     for name in asked:
-        rest = re.sub(rf"(?<![a-z0-9]){re.escape(name)}{PLURAL}(?![a-z0-9])", " ", rest, flags=re.IGNORECASE)
+        rest = re.sub(_said(name, PLURAL), " ", rest, flags=re.IGNORECASE)
     return sorted({n for a in anachronisms() if a["year"] > era_end for n in a["names"]
                    if n not in asked and mentions(rest, n)})
 
