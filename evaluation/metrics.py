@@ -199,6 +199,17 @@ def protection_rules(answer: str, question: Question) -> dict:
             "owns": owns(answer, question, terms), "knows": shows_knowledge(answer, terms)}
 
 
+def probes(question: Question, era_end: int | None) -> bool:
+    """Whether the question is an anachronism probe for this character. A topic-4 question with no forbidden
+    list (Character-LLM's: "What is your favorite movie?") probes only when a thing it asks about came after
+    the character's era: a film is Hazel's (of today) to know, and a car Martin Luther King's. Without a
+    known thing it probes the question's premise ("Describe your years as a senator in ancient Rome.")."""
+    if not question.is_probe or question.forbidden_any:
+        return question.is_probe
+    things = _things_asked(question)
+    return not things or (era_end is not None and any(a["year"] > era_end for a in things))
+
+
 def protected(answer: str, question: Question, rules: dict | None = None) -> bool | None:
     """None for questions that are not anachronism probes; ``rules``: ``protection_rules`` already found."""
     if not question.is_probe:
@@ -280,11 +291,12 @@ def consistent(first: str, second: str, question: Question, character: Character
 def score(answer: str, question: Question, era_end: int | None = None) -> dict:
     """Per-answer scores (None where a score does not apply to this question). ``era_end``: the last year
     the character knew (``characters.era.era_end``), None for a character of today."""
-    rules = protection_rules(answer, question) if question.is_probe else {
+    probe = probes(question, era_end)
+    rules = protection_rules(answer, question) if probe else {
         "forbidden_found": forbidden(answer, question), "explains": None, "accepts": None,
         "breaks_character": breaks_character(answer), "owns": None, "knows": None}
     return {"memorized": memorized(answer, question), "accepted_found": accepted(answer, question),
-            "protected": protected(answer, question, rules), **rules,
+            "protected": protected(answer, question, rules) if probe else None, **rules,
             "anachronisms": named_anachronisms(answer, question, era_end),
             "degenerate": degenerate(answer), "repetition": round(repetition(answer), 3)}
 

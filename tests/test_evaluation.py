@@ -104,7 +104,7 @@ LIGHT = Question("Do you read at night by electric light?", topic_id="topic-4", 
 ])
 def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own_life(probe, taken, refused):
     assert metrics.takes_premise(taken, probe) and metrics.protected(taken, probe) is False
-    assert metrics.score(taken, probe)["owns"] is True
+    assert metrics.score(taken, probe, 1827)["owns"] is True  # Beethoven's era: the railway came after
     assert not metrics.takes_premise(refused, probe) and metrics.protected(refused, probe) is True
 
 
@@ -184,6 +184,20 @@ def test_anachronisms_count_any_answer_that_names_what_came_after_the_era():
 
 def test_protection_applies_to_probes_only():
     assert metrics.protected("Yes, of course.", BORN) is None
+
+
+def test_a_probe_with_no_forbidden_list_probes_only_a_character_its_thing_came_after():
+    movie, car = CHARACTER_LLM_PROBES["What is your favorite movie?"], CHARACTER_LLM_PROBES[
+        "Talk about the car you drove yesterday?"]
+    taken = "My favourite movie is about a sailor."
+    assert metrics.score(taken, movie, 1827)["protected"] is False  # Beethoven: films came after him
+    assert metrics.score(taken, movie, None)["protected"] is None  # Hazel, of today: hers to know
+    assert metrics.score("My car is a Ford.", car, 1968)["protected"] is None  # Martin Luther King: cars were his
+    # With no known thing asked, the premise is the probe, of any era; a forbidden list makes a probe always.
+    senator = Question("Describe your years as a senator in ancient Rome.", topic_id="topic-4")
+    assert metrics.score("I was a senator in ancient Rome for years.", senator, None)["protected"] is False
+    assert metrics.score("I know nothing of Rome.", senator, None)["protected"] is True
+    assert metrics.score("def add(a, b): return a + b", PROBE, None)["protected"] is False
 
 
 @pytest.mark.parametrize("answer, broken", [
