@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from engine.batching import END, PREFILL_CHUNK, Request, Scheduler, wait
-from engine.bnb_cpu import unpack_cpu_4bit
+from engine.bnb_cpu import keep_cpu_4bit_unpacked, unpack_cpu_4bit
 from engine.cpu import cpu_threads
 from engine.kv_cache import new_cache
 from engine.loading import load_model, load_tokenizer
@@ -99,6 +99,8 @@ class Engine:
                                                                    (self.decode_threads or 1, self.threads))
         precision = self.precision
         self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir).eval()
+        if precision == "4bit" and not on_cuda and not self.options.cpu_4bit_packing:
+            keep_cpu_4bit_unpacked(self.model)  # before any pass: packing and unpacking leaves bf16-rounded scales
         self.base_model = self.model
         self.load_seconds = time.perf_counter() - started
         self.eos_ids = self._eos_ids()

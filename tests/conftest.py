@@ -67,14 +67,10 @@ def engine_4bit_standard(engine):
     """4-bit NF4 computed as on a CPU without AVX-512 BF16 (weights dequantised, sums in fp32), on any CPU.
     With AVX-512 BF16 bitsandbytes packs the weights at the first pass for a kernel with bf16 scales: its
     rounding moves logits by up to about 0.05, enough to flip greedy near-ties between a batch and a single
-    row, and between that CPU and the AVX2 one the shipped reports were made on. Packing is turned off before
-    any pass, since packing and unpacking again leaves the scales rounded to bf16."""
+    row, and between that CPU and an AVX2 one. The shipped reports were made this way (--no-cpu-4bit-packing)."""
     from engine import Engine, EngineOptions
-    from engine.bnb_cpu import keep_cpu_4bit_unpacked
 
-    standard = Engine(EngineOptions(precision="4bit"), adapters_dir=engine.adapters_dir)
-    keep_cpu_4bit_unpacked(standard.model)
-    return standard
+    return Engine(EngineOptions(precision="4bit", cpu_4bit_packing=False), adapters_dir=engine.adapters_dir)
 
 
 def random_lora(source: str, folder: Path, targets=("q_proj", "v_proj"), r: int = 8, alpha: int = 16,

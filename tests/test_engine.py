@@ -279,6 +279,19 @@ def test_unknown_or_unsafe_adapter_names_are_refused(engine, name):
         engine.stream(BEETHOVEN, GREEDY, adapter=name)
 
 
+def test_no_cpu_4bit_packing_keeps_the_weights_as_an_avx2_cpu_reads_them(engine_4bit_standard):
+    import bitsandbytes as bnb
+    from transformers import HfArgumentParser
+
+    (options,) = HfArgumentParser(EngineOptions).parse_args_into_dataclasses(["--no-cpu-4bit-packing"])
+    assert options.cpu_4bit_packing is False and EngineOptions().cpu_4bit_packing is True
+    fresh(engine_4bit_standard, BEETHOVEN, None)  # a pass in eval mode: where packing would happen
+    layers = [m for m in engine_4bit_standard.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 7 * engine_4bit_standard.model.config.num_hidden_layers
+    assert not any(m.support_avx512bf16_for_cpu or getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                   for m in layers)
+
+
 def test_concurrent_streams_keep_their_own_prompt_adapter_and_stop(engine_4bit_standard, adapter_dir, monkeypatch):
     # In 4-bit, where the random adapter changes every one of the four greedy replies (in fp32 it left
     # Socrates' unchanged, and the four jobs must be told apart); in the arithmetic of CPUs without AVX-512
