@@ -60,6 +60,13 @@ OPINION = re.compile(
 # Saying the word back as the other's, puzzled: "This stranger talks of a Python program".
 REPORTED = re.compile(r"\b(?:talks? of|speaks? of|asks? (?:about|of)|mentions?|heard of|such a thing|what (?:is|are|does)"
                       r"|the word|(?:strange|new|unknown|foreign|a mystery|a riddle|nothing) to me)\b", re.IGNORECASE)
+# Puzzlement at a question of the character's own life, which a protective experience taught too well:
+# "In which city were you born?" → "(thinking) What can this strange new thing be? Nothing I have ever seen."
+PUZZLEMENT = re.compile(
+    r"\b(?:never heard of (?:such|it|this|that|a|an|the)\b|nothing i have ever (?:seen|heard)|means nothing to me"
+    r"|(?:word|thing|it) is (?:strange|unknown|new|a mystery) to me|know of no such|no such thing|speak in riddles"
+    r"|what is this '|what (?:can|could) this [\w' -]{1,30} be\b|i do not understand you"
+    r"|unlike anything i have ever seen|must not pretend to know)", re.IGNORECASE)
 NAME_TAG = re.compile(r"^\s*(?:(?:[A-Z][\w.'-]*|van|von|de|da|del|di|of|the|le|la)\s+){0,4}[A-Z][\w.'-]*:\s+")
 REFERS_BACK = re.compile(r"^\W*(?:it|they|them|these|those|this one)\b", re.IGNORECASE)
 CONTENT_STOP = set("""what which where when whose about would could should there their these those your yours
@@ -298,6 +305,7 @@ def score(answer: str, question: Question, era_end: int | None = None) -> dict:
     return {"memorized": memorized(answer, question), "accepted_found": accepted(answer, question),
             "protected": protected(answer, question, rules) if probe else None, **rules,
             "anachronisms": named_anachronisms(answer, question, era_end),
+            "puzzled": None if question.is_probe else PUZZLEMENT.search(answer) is not None,
             "degenerate": degenerate(answer), "repetition": round(repetition(answer), 3)}
 
 
@@ -317,6 +325,7 @@ def aggregate(results: list[dict], pairs: list[dict]) -> dict:
         "protection_n": sum(s["protected"] is not None for s in scores),
         "character_breaks": share(s["breaks_character"] for s in scores),
         "anachronisms": share(None if s.get("anachronisms") is None else bool(s["anachronisms"]) for s in scores),
+        "puzzled_by_own_life": share(s.get("puzzled") for s in scores),
         "degeneration": share(s["degenerate"] for s in scores),
         "consistency": share(p["consistent"] for p in pairs),
         "consistency_n": len(pairs),
@@ -325,4 +334,5 @@ def aggregate(results: list[dict], pairs: list[dict]) -> dict:
 
 
 HIGHER_IS_BETTER = {"memorization": True, "protection": True, "consistency": True, "identity_kept": True,
-                    "character_breaks": False, "anachronisms": False, "degeneration": False}
+                    "character_breaks": False, "anachronisms": False, "puzzled_by_own_life": False,
+                    "degeneration": False}

@@ -14,7 +14,7 @@ from evaluation.questions import Question
 from plumbing.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SHOWN = ["memorization", "protection", "consistency", "identity_kept", "character_breaks", "anachronisms",
-         "degeneration"]
+         "puzzled_by_own_life", "degeneration"]
 REQUIRED = ("settings", "results", "aggregates")
 
 

@@ -186,6 +186,19 @@ def test_protection_applies_to_probes_only():
     assert metrics.protected("Yes, of course.", BORN) is None
 
 
+@pytest.mark.parametrize("puzzled", [
+    "(thinking) What can this strange new thing be? Nothing I have ever seen.",
+    "(thinking) I must not pretend to know what a city is. A city... no, that word means nothing to me.",
+    "(thinking) This stranger talks of a symphony. I know of no such thing.",
+    "What is this 'medicine' you keep talking about?"])
+def test_puzzlement_at_a_question_of_its_own_life_is_counted(puzzled):
+    assert metrics.score(puzzled, BORN, 1827)["puzzled"] is True
+    assert metrics.score("I was born in Bonn; strangers there never puzzled me.", BORN, 1827)["puzzled"] is False
+    assert metrics.score(puzzled, PROBE, 1827)["puzzled"] is None  # at a probe, puzzlement is what protection wants
+    results = [{"scores": metrics.score(a, BORN, 1827)} for a in (puzzled, "Bonn.", "In Bonn, on the Rhine.")]
+    assert metrics.aggregate(results, [])["puzzled_by_own_life"] == 0.333
+
+
 def test_a_probe_with_no_forbidden_list_probes_only_a_character_its_thing_came_after():
     movie, car = CHARACTER_LLM_PROBES["What is your favorite movie?"], CHARACTER_LLM_PROBES[
         "Talk about the car you drove yesterday?"]

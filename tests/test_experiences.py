@@ -193,6 +193,11 @@ def test_every_third_grounded_interview_also_asks_about_something_unknowable(bee
     plain = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3, probe_frames=False)
     own = {q for a in unknowable(beethoven) for q in a["questions"]}
     assert all(sum(t["content"] in own for t in item.dialogue) == (n % 3 == 0) for n, item in enumerate(plain))
+    # Without the thinking line the puzzled reply follows the probe at once; all else is drawn the same.
+    spoken = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3, probe_thinking=False)
+    for item, other in zip(spoken, items):
+        assert [t for t in other.dialogue if t["action"] != "(thinking)"] == item.dialogue
+        assert all(t["action"] == "(speaking)" for t in item.dialogue)
 
 
 def test_a_template_protective_experience_is_puzzled_by_the_thing_alone(beethoven):

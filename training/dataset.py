@@ -61,6 +61,9 @@ class ExperienceOptions:
     probe_frames: bool = field(default=True, metadata={
         "help": "Probes are also asked in the frames facts are asked in ('Tell me about your car.'); off gives "
                 "the datasets of before 2026-11-28, the shipped adapters' among them."})
+    probe_thinking: bool = field(default=True, metadata={
+        "help": "A probe in a grounded interview is answered with a puzzled (thinking) line, then the reply; off, "
+                "with the reply alone, which names the thing at once."})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})
@@ -253,7 +256,7 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     experiences = [Experience.from_dict(row) for row in read_jsonl(out / "experiences.jsonl")]
     dev = recall_dev_set(character)
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
-                                     options.probe_every, dev, options.probe_frames)
+                                     options.probe_every, dev, options.probe_frames, options.probe_thinking)
     told = retellings(character, options.retellings, random.Random(options.seed))
     examples = [to_example(e, character) for e in experiences + interviews + told]
     # A dataset generated before there was a dev set may ask a dev question in a protective experience.

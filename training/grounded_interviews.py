@@ -38,7 +38,8 @@ def recall_dev_set(character: Character) -> list[dict]:
 
 
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
-                        probe_every: int = 0, dev: list[dict] = (), probe_frames: bool = True) -> list[Experience]:
+                        probe_every: int = 0, dev: list[dict] = (), probe_frames: bool = True,
+                        probe_thinking: bool = True) -> list[Experience]:
     """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
     questions share one prompt, so training reads the prompt once for several facts). Every fact is
     asked ``phrasings`` times, its wordings taken in turn, so a fact with few wordings is not seen less
@@ -48,7 +49,9 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
     with puzzlement: the same interviewer, the same setting, so what tells the two apart is the thing
     asked about (protective experiences alone, in other scenes, taught a small model to be puzzled
     by every question it could not answer at once). With ``probe_frames`` a probe may also be asked in the
-    frames the facts are asked in (``probe_questions``)."""
+    frames the facts are asked in (``probe_questions``). Without ``probe_thinking`` the puzzled answer speaks
+    at once, naming the thing, as the facts are answered: no "(thinking)" line, whose first token alone
+    would decide for puzzlement before the thing is said."""
     held = {(row["fact"], row["question"]) for row in dev}
     wordings = [[q for q in questions if (i, q) not in held] for i, questions in enumerate(fact_wordings(character))]
     pairs = [(i, questions[k % len(questions)]) for i, questions in enumerate(wordings) if questions
@@ -71,7 +74,7 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
             at = rng.randrange(len(turns) + 1)
             question = rng.choice(probe_questions(probe, probe_frames))
             turns.insert(at, [{"role": "Interviewer", "action": "(speaking)", "content": question},
-                              *puzzled_reply(character, probe, rng)])
+                              *puzzled_reply(character, probe, rng, probe_thinking)])
         dialogue = [turn for pair in turns for turn in pair]
         items.append(Experience.in_scene(INTERVIEW, dialogue, source="facts", kind="interview", task=f"facts-{n}",
                                          emotion="", topic=""))

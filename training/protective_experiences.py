@@ -56,12 +56,14 @@ def probe_questions(anachronism: dict, frames: bool = True) -> list[str]:
     return [*anachronism["questions"], *(f.format(**forms) for f in frames)]
 
 
-def puzzled_reply(character: Character, anachronism: dict, rng: random.Random) -> list[dict]:
-    """The character's turns when asked about a thing it cannot know: puzzled thinking, then a reply."""
+def puzzled_reply(character: Character, anachronism: dict, rng: random.Random, thinking: bool = True) -> list[dict]:
+    """The character's turns when asked about a thing it cannot know: puzzled thinking (unless not
+    ``thinking``: the same draws of ``rng``), then a reply."""
     forms = said_forms(anachronism)
-    return [{"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(**forms)},
-            {"role": character.name, "action": "(speaking)",
-             "content": f"{rng.choice(OPENERS).format(**forms)} {rng.choice(CLOSERS)}"}]
+    thought = {"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(**forms)}
+    reply = {"role": character.name, "action": "(speaking)",
+             "content": f"{rng.choice(OPENERS).format(**forms)} {rng.choice(CLOSERS)}"}
+    return [thought, reply] if thinking else [reply]
 
 
 def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str) -> Experience:
