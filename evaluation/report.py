@@ -105,15 +105,19 @@ def chart(reports: list[dict]):
     pyplot, so no global figure registry keeps it alive in a long-running app."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 3.6), dpi=110)
+    import textwrap
+
+    figure = Figure(figsize=(9, 3.8), dpi=110)
     axis = figure.subplots()
     width = 0.8 / len(reports)
     for i, report in enumerate(reports):
-        values = [100 * (report["aggregates"].get(m) or 0) for m in SHOWN]
-        bars = axis.bar([x + i * width for x in range(len(SHOWN))], values, width, label=label_of(report))
-        axis.bar_label(bars, fmt="%.0f", fontsize=7)
+        shares = [report["aggregates"].get(m) for m in SHOWN]  # None: not scored (no such question, older report)
+        bars = axis.bar([x + i * width for x in range(len(SHOWN))], [100 * (v or 0) for v in shares], width,
+                        label=label_of(report))
+        axis.bar_label(bars, ["–" if v is None else f"{100 * v:.0f}" for v in shares], fontsize=7)
     axis.set_xticks([x + width * (len(reports) - 1) / 2 for x in range(len(SHOWN))],
-                    [f"{m.replace('_', ' ')} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in SHOWN], fontsize=8)
+                    [textwrap.fill(f"{m.replace('_', ' ')} {'↑' if HIGHER_IS_BETTER[m] else '↓'}", 12) for m in SHOWN],
+                    fontsize=8)
     axis.set_ylim(0, 110)
     axis.set_ylabel("% of questions")
     axis.set_title(f"Interview of {reports[0].get('character', '')}", fontsize=10)
