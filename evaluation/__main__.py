@@ -23,8 +23,8 @@ def _prepare(argv: list[str], prog: str, needs_adapter: bool = False):
     """Options, character, questions and the loaded engine; a bad file or adapter fails before any answer, and a
     missing one (``needs_adapter``) before the model loads."""
     from characters.store import CharacterStore
-    from engine import EngineOptions, make_engine
-    from evaluation.interview import InterviewOptions, resolve_adapter, resolve_questions
+    from engine import AdapterError, EngineOptions, make_engine
+    from evaluation.interview import InterviewOptions, adapter_may_exist, resolve_adapter, resolve_questions
     from plumbing.layout import runs_dir
 
     parser = HfArgumentParser((InterviewOptions, EngineOptions), prog=prog)
@@ -35,6 +35,10 @@ def _prepare(argv: list[str], prog: str, needs_adapter: bool = False):
         raise ValueError(f"{prog.split()[-1]} needs --adapter: the run id or adapter folder of the trained character")
     character = CharacterStore().find(options.character)
     questions, source = resolve_questions(options, character)  # a bad file fails before the model loads
+    # A typo fails before the model loads; a remote engine's adapters are the server's to know.
+    if options.adapter and not engine_options.engine_url and not adapter_may_exist(options.adapter, runs_dir()):
+        raise AdapterError(f"no adapter {options.adapter!r}: not a folder holding one, a run id in {runs_dir()} "
+                           f"or a shipped adapter")
     engine = make_engine(engine_options, adapters_dir=runs_dir())
     resolve_adapter(engine, options.adapter)
     return options, character, questions, source, engine

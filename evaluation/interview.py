@@ -19,11 +19,13 @@ from characters.schema import Character
 from engine.engine import Engine
 from engine.generators import OpenAIGenerator
 from engine.options import SamplingOptions
+from engine.shipped import SHIPPED_DIR
 from engine.roleplay import turn_messages, with_memories
 from evaluation import judge as llm_judge
 from evaluation import metrics
 from evaluation.questions import Question, QuestionError, load_questions, question_set, set_for
 from plumbing.checks import check_whole_numbers
+from plumbing.files import UnsafePathError, inside
 
 INTERVIEWER = "Interviewer"
 Progress = Callable[[int, int, str], None]
@@ -79,6 +81,18 @@ def resolve_questions(options: InterviewOptions, character: Character) -> tuple[
     if name is None:
         raise QuestionError(f"{character.name} has no shipped question set; pass --questions FILE")
     return question_set(name), name
+
+
+def adapter_may_exist(value: str, runs: Path) -> bool:
+    """Whether ``value`` can name an adapter, without a model: a folder holding one (or a run folder holding
+    ``adapter/``), a run id in ``runs``, or a shipped adapter. ``resolve_adapter`` has the last word."""
+    path = Path(value)
+    if any((folder / "adapter_config.json").is_file() for folder in (path / "adapter", path)):
+        return True
+    try:
+        return inside(runs, value, "adapter").is_dir() or inside(SHIPPED_DIR, value).is_dir()
+    except UnsafePathError:
+        return False
 
 
 def resolve_adapter(engine: Engine, value: str) -> str | None:

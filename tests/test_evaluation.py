@@ -418,7 +418,7 @@ def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
                               "--adapter", "no-such-run", "--out", str(tmp_path / "x")],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "no-such-run" in refused.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and "Loading weights" not in refused.stderr + refused.stdout
     missing = subprocess.run([sys.executable, "-m", "evaluation", "before-after", "--character", "Ludwig van Beethoven",
                               "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "needs --adapter" in missing.stderr.strip().splitlines()[-1]
