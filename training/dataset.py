@@ -60,7 +60,7 @@ class ExperienceOptions:
         "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
     probe_frames: bool = field(default=True, metadata={
         "help": "Probes are also asked in the frames facts are asked in ('Tell me about your car.'); off gives "
-                "the datasets of before 2026-11-28, the shipped adapters' among them."})
+                "the datasets of before 2026-11-28, the shipped Socrates' among them."})
     probe_thinking: bool = field(default=True, metadata={
         "help": "A probe in a grounded interview is answered with a puzzled (thinking) line, then the reply; off, "
                 "with the reply alone, which names the thing at once."})
