@@ -89,3 +89,35 @@ def test_an_engine_url_that_does_not_answer_is_one_line_at_start(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("error: the engine at"), done.stderr[-1000:]
     with pytest.raises(EngineUnreachable):
         RemoteEngine(EngineOptions(engine_url=f"http://127.0.0.1:{port}/v1"))
+
+
+
+def test_a_request_on_a_connection_the_server_had_just_closed_goes_once_more_with_a_mock_transport(monkeypatch):
+    """The keep-alive race (the server closes an idle connection as a request goes out on it) cannot be made to
+    happen on demand, so a mock transport plays the server and drops requests unanswered."""
+    import functools
+    import json
+
+    import httpx
+
+    sent, drops = [], [1]
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        sent.append(json.loads(request.content))
+        if len(sent) <= drops[0]:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        chunk = {"choices": [{"delta": {"content": "Bonn."}}]}
+        return httpx.Response(200, text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
+
+    monkeypatch.setattr(httpx, "Client", functools.partial(httpx.Client, transport=httpx.MockTransport(server)))
+    remote = RemoteEngine(EngineOptions(engine_url="http://engine.test/v1"))
+    question = [{"role": "user", "content": "Where were you born?"}]
+    assert remote.generate(question) == "Bonn."
+    assert len(sent) == 2 and sent[0] == sent[1]
+    sent.clear()
+    drops[0] = 2  # dropped again: the server's failure, said as such, after one more try only
+    with pytest.raises(EngineUnreachable, match="disconnected"):
+        remote.generate(question)
+    assert len(sent) == 2
