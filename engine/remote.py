@@ -145,6 +145,7 @@ class RemoteEngine:
     def _events(self, body: dict, stop: threading.Event | None, stats: dict) -> Iterator[str]:
         started = time.perf_counter()
         stats.update(prompt_tokens=0, reused_tokens=0, new_tokens=0, first_token_s=None, decode_s=0.0)
+
         def send() -> httpx.Response:
             return self.client.send(self.client.build_request("POST", "/chat/completions", json=body), stream=True)
 

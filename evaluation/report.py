@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -104,8 +105,6 @@ def chart(reports: list[dict]):
     """A grouped bar chart of the shares (a matplotlib Figure, for files and for the UI). Built without
     pyplot, so no global figure registry keeps it alive in a long-running app."""
     from matplotlib.figure import Figure
-
-    import textwrap
 
     figure = Figure(figsize=(9, 3.8), dpi=110)
     axis = figure.subplots()
