@@ -80,8 +80,10 @@ LIST_LINE_WORDS = 5  # a line this short that ends no sentence is a fragment
 
 
 def accepted(answer: str, question: Question) -> list[str]:
-    """The accepted answers of ``question`` that ``answer`` contains."""
-    return [term for term in question.expected_any if contains(answer, term)]
+    """The accepted answers of ``question`` that ``answer`` contains; one that ends in a letter also in the
+    plural ("conversation books" for "conversation book"), as a reader would take it."""
+    return [term for term in question.expected_any if contains(answer, term)
+            or term[-1:].isalpha() and re.search(_said(term, PLURAL), answer.lower()) is not None]
 
 
 def memorized(answer: str, question: Question) -> bool | None:

@@ -34,6 +34,9 @@ def test_memorization_needs_an_accepted_answer_as_a_whole_word():
     assert metrics.memorized("I was born in Bonn, on the Rhine.", BORN) is True
     assert metrics.memorized("I was born in Vienna.", BORN) is False
     assert metrics.memorized("Bonnet makers taught me.", BORN) is False  # not a word of its own
+    books = Question("How do visitors talk with you?", expected_any=["conversation book"])
+    assert metrics.memorized("Through conversation books.", books) is True  # the plural, as a reader takes it
+    assert metrics.memorized("Through conversation bookings.", books) is False
     assert metrics.memorized("anything", Question("What matters to you?")) is None  # no reference: not scored
 
 
