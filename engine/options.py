@@ -28,7 +28,8 @@ class EngineOptions:
     cpu_4bit_packing: bool = field(default=True, metadata={
         "help": "4-bit on a CPU with AVX-512 BF16: let bitsandbytes repack the weights for its faster kernel (about "
                 "2x decoding), whose bf16 scales round otherwise than an AVX2 CPU does. --no-cpu-4bit-packing "
-                "computes as on AVX2 (weights dequantised, sums in fp32), so greedy answers are the same on every CPU."})
+                "computes as on AVX2 (weights dequantised, sums in fp32), so greedy answers are the same on every "
+                "CPU."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub model. Off by default."})
     max_context_tokens: int = field(default=4096, metadata={"help": "Prompt + reply budget; older turns are dropped past it."})
     prefix_cache_entries: int = field(default=16, metadata={"help": "KV caches of recent conversations kept for reuse."})

@@ -19,8 +19,8 @@ from characters.schema import Character
 from engine.engine import Engine
 from engine.generators import OpenAIGenerator
 from engine.options import SamplingOptions
-from engine.shipped import SHIPPED_DIR
 from engine.roleplay import turn_messages, with_memories
+from engine.shipped import SHIPPED_DIR
 from evaluation import judge as llm_judge
 from evaluation import metrics
 from evaluation.questions import Question, QuestionError, load_questions, question_set, set_for
@@ -83,11 +83,16 @@ def resolve_questions(options: InterviewOptions, character: Character) -> tuple[
     return question_set(name), name
 
 
+def adapter_folder(value: str) -> Path | None:
+    """The adapter folder the path ``value`` names (a run folder's ``adapter/`` too); None if it names none."""
+    path = Path(value)
+    return next((folder for folder in (path / "adapter", path) if (folder / "adapter_config.json").is_file()), None)
+
+
 def adapter_may_exist(value: str, runs: Path) -> bool:
     """Whether ``value`` can name an adapter, without a model: a folder holding one (or a run folder holding
     ``adapter/``), a run id in ``runs``, or a shipped adapter. ``resolve_adapter`` has the last word."""
-    path = Path(value)
-    if any((folder / "adapter_config.json").is_file() for folder in (path / "adapter", path)):
+    if adapter_folder(value) is not None:
         return True
     try:
         return inside(runs, value, "adapter").is_dir() or inside(SHIPPED_DIR, value).is_dir()
@@ -99,14 +104,13 @@ def resolve_adapter(engine: Engine, value: str) -> str | None:
     """A run id or an adapter folder (a run folder holding ``adapter/`` also works) → an engine adapter name."""
     if not value:
         return None
-    path = Path(value)
-    for folder in (path / "adapter", path):
-        if (folder / "adapter_config.json").is_file():
-            name = f"{folder.resolve().parent.name}/{folder.name}" if folder.name == "adapter" else folder.name
-            engine.add_adapter(name, folder)
-            return name
-    engine.check_adapter(value)  # a run id under the engine's adapters folder; raises AdapterError if unknown
-    return value
+    folder = adapter_folder(value)
+    if folder is None:
+        engine.check_adapter(value)  # a run id under the engine's adapters folder; raises AdapterError if unknown
+        return value
+    name = f"{folder.resolve().parent.name}/{folder.name}" if folder.name == "adapter" else folder.name
+    engine.add_adapter(name, folder)
+    return name
 
 
 def scene_of(options: InterviewOptions) -> Scene:

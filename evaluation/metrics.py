@@ -82,8 +82,7 @@ LIST_LINE_WORDS = 5  # a line this short that ends no sentence is a fragment
 def accepted(answer: str, question: Question) -> list[str]:
     """The accepted answers of ``question`` that ``answer`` contains; one that ends in a letter also in the
     plural ("conversation books" for "conversation book"), as a reader would take it."""
-    return [term for term in question.expected_any if contains(answer, term)
-            or term[-1:].isalpha() and re.search(_said(term, PLURAL), answer.lower()) is not None]
+    return [term for term in question.expected_any if _says(answer, term, PLURAL)]
 
 
 def memorized(answer: str, question: Question) -> bool | None:
@@ -118,15 +117,19 @@ def _said(term: str, ending: str) -> str:
     return r"(?<![a-z0-9])" * term[:1].isalnum() + re.escape(term.lower()) + ending + r"(?![a-z0-9])"
 
 
-def mentions(text: str, term: str) -> bool:
-    """``text`` says ``term``, as a whole word or phrase (``contains``) or, for a term ending in a letter,
-    in an inflected form of its last word ("railway" in "railways", "travel" in "I traveled"); a phrase
-    that only looks like a name does not count ("plane tree" is no plane)."""
-    text = without_lookalikes(text)
+def _says(text: str, term: str, ending: str) -> bool:
+    """``text`` says ``term`` as a whole word or phrase (``contains``); one ending in a letter also with
+    ``ending`` after its last word."""
     if not term[-1:].isalpha():
         return contains(text, term)
-    ending = INFLECTION if len(term.split()[-1]) >= 5 else PLURAL
     return re.search(_said(term, ending), text.lower()) is not None
+
+
+def mentions(text: str, term: str) -> bool:
+    """``text`` says ``term``, as a whole word or phrase or, for a term ending in a letter, in an inflected
+    form of its last word ("railway" in "railways", "travel" in "I traveled"); a phrase that only looks like
+    a name does not count ("plane tree" is no plane)."""
+    return _says(without_lookalikes(text), term, INFLECTION if len(term.split()[-1]) >= 5 else PLURAL)
 
 
 def premise_words(question: Question) -> list[str]:

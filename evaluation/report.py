@@ -114,9 +114,8 @@ def chart(reports: list[dict]):
         bars = axis.bar([x + i * width for x in range(len(SHOWN))], [100 * (v or 0) for v in shares], width,
                         label=label_of(report))
         axis.bar_label(bars, ["–" if v is None else f"{100 * v:.0f}" for v in shares], fontsize=7)
-    axis.set_xticks([x + width * (len(reports) - 1) / 2 for x in range(len(SHOWN))],
-                    [textwrap.fill(f"{m.replace('_', ' ')} {'↑' if HIGHER_IS_BETTER[m] else '↓'}", 12) for m in SHOWN],
-                    fontsize=8)
+    labels = [textwrap.fill(f"{m.replace('_', ' ')} {'↑' if HIGHER_IS_BETTER[m] else '↓'}", 12) for m in SHOWN]
+    axis.set_xticks([x + width * (len(reports) - 1) / 2 for x in range(len(SHOWN))], labels, fontsize=8)
     axis.set_ylim(0, 110)
     axis.set_ylabel("% of questions")
     axis.set_title(f"Interview of {reports[0].get('character', '')}", fontsize=10)

@@ -91,7 +91,6 @@ def test_an_engine_url_that_does_not_answer_is_one_line_at_start(tmp_path):
         RemoteEngine(EngineOptions(engine_url=f"http://127.0.0.1:{port}/v1"))
 
 
-
 def test_a_request_on_a_connection_the_server_had_just_closed_goes_once_more_with_a_mock_transport(monkeypatch):
     """The keep-alive race (the server closes an idle connection as a request goes out on it) cannot be made to
     happen on demand, so a mock transport plays the server and drops requests unanswered."""

@@ -56,5 +56,6 @@ def test_a_shipped_character_answers_its_interview_as_its_report_and_the_readme_
         one_question = 1 / max(1, sum(r["scores"].get(score) is not None for r in report["results"]))
         assert abs(again["aggregates"][metric] - report["aggregates"][metric]) <= one_question + 1e-9
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `{name}` |"))
-    for metric in ("memorization", "protection", "anachronisms", "puzzled_by_own_life", "degeneration", "character_breaks"):
+    for metric in ("memorization", "protection", "anachronisms", "puzzled_by_own_life", "degeneration",
+                   "character_breaks"):
         assert f"| {percent(report['aggregates'][metric])} " in row + " ", (metric, row)
