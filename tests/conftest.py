@@ -48,18 +48,14 @@ def engine(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def engine_4bit(engine):
-    """The same model in 4-bit NF4 through bitsandbytes (the default on CUDA, and QLoRA's base), sharing the runs folder."""
-    from engine import Engine, EngineOptions
-
-    return Engine(EngineOptions(precision="4bit"), adapters_dir=engine.adapters_dir)
+    """The same model in 4-bit NF4 through bitsandbytes (the default on CUDA, and QLoRA's base), sharing the runs."""
+    return beside(engine, precision="4bit")
 
 
 @pytest.fixture(scope="session")
 def engine_bf16(engine):
     """The same model in bf16 (which `auto` may measure fastest on a CPU with AVX-512 BF16), sharing the runs folder."""
-    from engine import Engine, EngineOptions
-
-    return Engine(EngineOptions(precision="bf16"), adapters_dir=engine.adapters_dir)
+    return beside(engine, precision="bf16")
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +64,14 @@ def engine_4bit_standard(engine):
     With AVX-512 BF16 bitsandbytes packs the weights at the first pass for a kernel with bf16 scales: its
     rounding moves logits by up to about 0.05, enough to flip greedy near-ties between a batch and a single
     row, and between that CPU and an AVX2 one. The shipped reports were made this way (--no-cpu-4bit-packing)."""
+    return beside(engine, precision="4bit", cpu_4bit_packing=False)
+
+
+def beside(engine, **options):
+    """Another engine with ``options``, sharing ``engine``'s runs folder (so its adapters too)."""
     from engine import Engine, EngineOptions
 
-    return Engine(EngineOptions(precision="4bit", cpu_4bit_packing=False), adapters_dir=engine.adapters_dir)
+    return Engine(EngineOptions(**options), adapters_dir=engine.adapters_dir)
 
 
 def random_lora(source: str, folder: Path, targets=("q_proj", "v_proj"), r: int = 8, alpha: int = 16,
