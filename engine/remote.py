@@ -30,6 +30,24 @@ class EngineUnreachable(ConnectionError):
     """The remote engine did not answer, or answered with an error."""
 
 
+class OnceMoreOnDrop(httpx.BaseTransport):
+    """Sends a request once more when the server closed the pooled connection as the request went out: no
+    response came, so it never reached the server, and it goes again on a new connection, as the openai client
+    does. Every request of the engine (the model list too) can meet that race."""
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self.inner.handle_request(request)
+        except httpx.RemoteProtocolError:
+            return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class RemoteEngine:
     precision, precision_reason = "remote", "served elsewhere"
     adapters_dir = None
@@ -40,8 +58,9 @@ class RemoteEngine:
         self.url = options.engine_url.rstrip("/")
         key = os.environ.get(options.engine_api_key_env, "")
         # Idle connections are dropped before uvicorn's 5 s keep-alive (vLLM's, this app's) would close them under
-        # a request: "Server disconnected without sending a response" (see _events).
-        self.client = httpx.Client(base_url=self.url, timeout=timeout_s, limits=httpx.Limits(keepalive_expiry=2.0),
+        # a request: "Server disconnected without sending a response" (and see OnceMoreOnDrop).
+        transport = OnceMoreOnDrop(httpx.HTTPTransport(limits=httpx.Limits(keepalive_expiry=2.0)))
+        self.client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport,
                                    headers={"Authorization": f"Bearer {key}"} if key else {})
         self.max_in_flight = max_in_flight
         self._served: dict[str, str] = {}
@@ -145,18 +164,8 @@ class RemoteEngine:
     def _events(self, body: dict, stop: threading.Event | None, stats: dict) -> Iterator[str]:
         started = time.perf_counter()
         stats.update(prompt_tokens=0, reused_tokens=0, new_tokens=0, first_token_s=None, decode_s=0.0)
-
-        def send() -> httpx.Response:
-            return self.client.send(self.client.build_request("POST", "/chat/completions", json=body), stream=True)
-
         try:
-            try:
-                response = send()
-            except httpx.RemoteProtocolError:
-                # A pooled connection the server closed as the request went out: it never reached the server
-                # (nothing was answered), so it goes once more, on a new connection, as the openai client does.
-                response = send()
-            try:
+            with self.client.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._error(response)
@@ -177,8 +186,6 @@ class RemoteEngine:
                             stats["first_token_s"] = now
                         stats["decode_s"] = now - stats["first_token_s"]
                         yield piece
-            finally:
-                response.close()  # also when the reader stops early: the server then stops decoding
         except httpx.HTTPError as err:
             raise EngineUnreachable(f"the engine at {self.url} failed: {err}") from None
 

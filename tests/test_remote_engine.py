@@ -94,15 +94,17 @@ def test_an_engine_url_that_does_not_answer_is_one_line_at_start(tmp_path):
 def test_a_request_on_a_connection_the_server_had_just_closed_goes_once_more_with_a_mock_transport(monkeypatch):
     """The keep-alive race (the server closes an idle connection as a request goes out on it) cannot be made to
     happen on demand, so a mock transport plays the server and drops requests unanswered."""
-    import functools
     import json
 
     import httpx
 
-    sent, drops = [], [1]
+    sent, drops, listed = [], [1], []
 
     def server(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/models"):
+            listed.append(request)
+            if len(listed) == 1:  # the model list meets the race too
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
             return httpx.Response(200, json={"data": [{"id": "m"}]})
         sent.append(json.loads(request.content))
         if len(sent) <= drops[0]:
@@ -110,8 +112,9 @@ def test_a_request_on_a_connection_the_server_had_just_closed_goes_once_more_wit
         chunk = {"choices": [{"delta": {"content": "Bonn."}}]}
         return httpx.Response(200, text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
 
-    monkeypatch.setattr(httpx, "Client", functools.partial(httpx.Client, transport=httpx.MockTransport(server)))
+    monkeypatch.setattr(httpx, "HTTPTransport", lambda **_: httpx.MockTransport(server))  # under OnceMoreOnDrop
     remote = RemoteEngine(EngineOptions(engine_url="http://engine.test/v1"))
+    assert len(listed) == 2
     question = [{"role": "user", "content": "Where were you born?"}]
     assert remote.generate(question) == "Bonn."
     assert len(sent) == 2 and sent[0] == sent[1]
