@@ -98,7 +98,8 @@ class Engine:
             self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust, self.cache_dir,
                                                                    (self.decode_threads or 1, self.threads))
         precision = self.precision
-        self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir).eval()
+        self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir,
+                                self.options.qlora_base).eval()
         if precision == "4bit" and not on_cuda and not self.options.cpu_4bit_packing:
             keep_cpu_4bit_unpacked(self.model)  # before any pass: packing and unpacking leaves bf16-rounded scales
         self.base_model = self.model

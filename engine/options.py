@@ -30,6 +30,10 @@ class EngineOptions:
                 "2x decoding), whose bf16 scales round otherwise than an AVX2 CPU does. --no-cpu-4bit-packing "
                 "computes as on AVX2 (weights dequantised, sums in fp32), so greedy answers are the same on every "
                 "CPU."})
+    qlora_base: bool = field(default=True, metadata={
+        "help": "bf16 and fp32: round the weights QLoRA keeps in 4-bit to NF4 and back at load, so that adapters run "
+                "on the base they were trained on (in fp32, greedy answers are then the 4-bit model's, word for "
+                "word, at fp32's speed). --no-qlora-base keeps the checkpoint's weights."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run code shipped with a Hub model. Off by default."})
     max_context_tokens: int = field(default=4096, metadata={"help": "Prompt + reply budget; older turns are dropped past it."})
     prefix_cache_entries: int = field(default=16, metadata={"help": "KV caches of recent conversations kept for reuse."})

@@ -279,6 +279,27 @@ def test_unknown_or_unsafe_adapter_names_are_refused(engine, name):
         engine.stream(BEETHOVEN, GREEDY, adapter=name)
 
 
+def test_an_fp32_engine_computes_with_the_4bit_base_that_qlora_trains_on_unless_told_not_to(engine,
+                                                                                          engine_4bit_standard):
+    import bitsandbytes as bnb
+    from transformers import HfArgumentParser
+
+    from engine.loading import load_model
+
+    quantized = {name: bnb.functional.dequantize_4bit(m.weight.data, m.weight.quant_state)
+                 for name, m in engine_4bit_standard.base_model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    rounded = dict(engine.base_model.named_modules())
+    assert len(quantized) == 7 * engine.base_model.config.num_hidden_layers
+    # Every layer bitsandbytes keeps in 4-bit holds the same values in fp32, bit for bit.
+    assert all(torch.equal(rounded[name].weight, weight) for name, weight in quantized.items())
+    original = load_model(engine.source, "fp32", "cpu")  # --no-qlora-base: the checkpoint's weights
+    assert not torch.equal(dict(original.named_modules())["model.layers.0.mlp.down_proj"].weight,
+                           rounded["model.layers.0.mlp.down_proj"].weight)
+    assert torch.equal(original.get_output_embeddings().weight, engine.base_model.get_output_embeddings().weight)
+    (options,) = HfArgumentParser(EngineOptions).parse_args_into_dataclasses(["--no-qlora-base"])
+    assert options.qlora_base is False and EngineOptions().qlora_base is True
+
+
 def test_no_cpu_4bit_packing_keeps_the_weights_as_an_avx2_cpu_reads_them(engine_4bit_standard):
     import bitsandbytes as bnb
     from transformers import HfArgumentParser

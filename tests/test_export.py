@@ -97,6 +97,14 @@ def test_the_q8_0_gguf_agrees_with_the_merged_model_on_the_next_token(exported, 
     assert agreement >= 0.95, f"{agreement:.1%} of {want.numel()} positions"
 
 
+def test_the_adapter_is_merged_into_the_4bit_base_it_was_trained_on(exported, engine):
+    _, merged, _ = exported
+    engine_layers = dict(engine.base_model.named_modules())
+    for name, module in merged.named_modules():  # layers the adapter left alone hold QLoRA's NF4 values
+        if name.endswith(("gate_proj", "up_proj", "down_proj", "o_proj")):
+            assert torch.equal(module.weight, engine_layers[name].weight), name
+
+
 def test_the_tokenizer_metadata_is_the_embedded_gguf_s(exported):
     """The tokenizer written from the base model's files is the one llama.cpp's own converter wrote
     into the embedded GGUF: tokens, their types (special tokens CONTROL), merges, ids and template."""

@@ -25,6 +25,7 @@ from characters.cards import card_json, to_v3
 from characters.meta_prompt import meta_prompt
 from characters.scenes import INTERVIEW
 from characters.store import CharacterStore
+from engine.loading import load_model
 from engine.model_source import resolve_model
 from engine.options import CHAT_DEFAULTS, SamplingOptions
 from plumbing.files import atomic_write_bytes, atomic_write_text, slugify
@@ -54,14 +55,13 @@ class ExportOptions:
 
 
 def merged_model(folder: Path):
-    """The run's base model in fp32 with its adapter merged in, and the base model's source."""
-    import torch
+    """The run's base model in fp32, as QLoRA trained on it (``as_qlora_base``), with its adapter merged in, and
+    the base model's source."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     adapter = adapter_of(folder)
     source = base_model_of(adapter, read_options(folder).get("model") or None)
-    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    base = load_model(source, "fp32", "cpu", qlora_base=True)
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().eval(), source
 
 
