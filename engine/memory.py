@@ -71,9 +71,12 @@ class _Index:
 
 def model_key(engine) -> str:
     """What memory vectors depend on besides the texts: the model's weights (their files, or the Hub commit),
-    the precision and device they ran in, and how a text is embedded."""
+    the precision and device they ran in (and whether bf16 or fp32 ran on QLoRA's rounded weights), and how a
+    text is embedded."""
     parts = [*weights_identity(engine.source), getattr(engine.base_model.config, "_commit_hash", None),
              engine.precision, engine.device.type, DEPTH, TEMPLATE, torch.__version__]
+    if engine.precision in ("bf16", "fp32") and engine.options.qlora_base:
+        parts.append("qlora base")  # vectors kept before the rounding, under the bare key, were not made so
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
