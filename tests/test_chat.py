@@ -222,13 +222,19 @@ def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine
 
     from characters.scenes import Scene
     from engine.memory import memory_of
-    from ui.chat_tab import ChatTab
+    from ui.chat_tab import NO_ADAPTER, ChatTab
 
     tab = ChatTab(engine, CharacterStore(), ChatStore())
     chat = tab.new_chat("Socrates", INTERVIEW.name, NOBODY, "Anna", "")
     with pytest.raises(ValueError, match="unknown adapter"):
         tab.choose_adapter(chat, "no-such-adapter")
     tab.choose_adapter(chat, "random-lora")
+    # The sampling slider takes the chat default of a trained character, and of an untrained one again.
+    assert (tab.penalty_for("random-lora"), tab.penalty_for(NO_ADAPTER)) == (1.1, 1.2)
+    sampling, adapter, _ = tab._generation("random-lora", (0.7, 0.9, 128, None, -1, 0.0, True))
+    assert (adapter, sampling.repetition_penalty) == ("random-lora", 1.1)
+    assert tab._generation(NO_ADAPTER, (0.7, 0.9, 128, None, -1, 0.0, True))[0].repetition_penalty == 1.2
+    assert tab._generation("random-lora", (0.7, 0.9, 128, 1.3, -1, 0.0, True))[0].repetition_penalty == 1.3
     prompt = engine.encode(turn_messages(CharacterStore().load("Socrates"), Scene.from_dict(chat.scene),
                                          chat.messages, None, chat.user, chat.user_persona, None), reply=False)
     deadline, reused = time.time() + 60, 0

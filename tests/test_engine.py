@@ -625,3 +625,9 @@ def test_chat_turns_have_their_own_measured_defaults_and_values_given_win():
     assert (chat.max_new_tokens, chat.repetition_penalty) == (128, 1.2)
     assert SamplingOptions.from_values(CHAT_DEFAULTS, max_new_tokens=300).max_new_tokens == 300
     assert SamplingOptions().max_new_tokens == 256  # interviews and experience generation keep theirs
+    # A character speaking through an adapter keeps the penalty its recall was measured with.
+    from engine.options import TRAINED_CHAT_DEFAULTS, chat_defaults
+
+    assert chat_defaults(trained=False) is CHAT_DEFAULTS and chat_defaults(trained=True) is TRAINED_CHAT_DEFAULTS
+    trained = SamplingOptions.from_values(chat_defaults(trained=True), repetition_penalty=None)
+    assert (trained.max_new_tokens, trained.repetition_penalty) == (128, 1.1)

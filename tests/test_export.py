@@ -130,6 +130,7 @@ def test_the_export_brings_a_modelfile_a_card_and_the_adapter(exported):
     assert modelfile.startswith(f"FROM ./{files['gguf'].name}\n")
     assert "act like Ludwig van Beethoven" in modelfile and "<|im_start|>" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "PARAMETER repeat_penalty 1.1\n" in modelfile  # a trained character's chat default
     card = json.loads(files["card"].read_text())
     assert card["spec"] == "chara_card_v3" and card["data"]["name"] == "Ludwig van Beethoven"
     assert card["data"]["scenario"]

@@ -91,6 +91,18 @@ def test_a_stop_string_ends_the_reply_before_it(client):
     assert cut.choices[0].finish_reason == "stop"
 
 
+def test_a_trained_character_chats_at_its_own_repetition_penalty_unless_the_client_sets_one():
+    from ui.openai_api import CompletionRequest
+
+    def request(**extra) -> CompletionRequest:
+        return CompletionRequest.parse(json.dumps({"model": "Socrates@socrates-trained", **extra,
+                                                   "messages": [{"role": "user", "content": "Hi"}]}).encode())
+
+    assert request().sampling_for("socrates-trained").repetition_penalty == 1.1
+    assert request().sampling_for(None).repetition_penalty == 1.2
+    assert request(repetition_penalty=1.3).sampling_for("socrates-trained").repetition_penalty == 1.3
+
+
 @pytest.mark.parametrize("pieces", [["Hello", " wor", "ld.\nUs", "er: no"], ["Hello world.", "\n", "U", "ser:", " no"],
                                     ["Hello world.\nUser: no"]])
 def test_stop_strings_cut_across_pieces_and_hold_back_only_what_may_start_one(pieces):

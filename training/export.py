@@ -27,7 +27,7 @@ from characters.scenes import INTERVIEW
 from characters.store import CharacterStore
 from engine.loading import load_model
 from engine.model_source import resolve_model
-from engine.options import CHAT_DEFAULTS, SamplingOptions
+from engine.options import SamplingOptions, chat_defaults
 from plumbing.files import atomic_write_bytes, atomic_write_text, slugify
 from training.runs import adapter_of, read_options, run_folder, zip_adapter
 
@@ -225,7 +225,8 @@ def export_run(options: ExportOptions) -> dict[str, Path]:
     files = {"gguf": gguf_path, "modelfile": out / "Modelfile", "card": out / f"{stem}.card.json",
              "adapter_zip": out / f"{stem}-adapter.zip"}
     system = meta_prompt(character, INTERVIEW, examples=False, persona_text=False)  # as the adapter was trained
-    atomic_write_text(files["modelfile"], modelfile(gguf_path.name, system, SamplingOptions(**CHAT_DEFAULTS)))
+    sampling = SamplingOptions(**chat_defaults(trained=True))  # the exported model is a trained character
+    atomic_write_text(files["modelfile"], modelfile(gguf_path.name, system, sampling))
     atomic_write_bytes(files["card"], card_json(card))
     archive = zip_adapter(options.run)
     shutil.move(str(archive), files["adapter_zip"])

@@ -20,7 +20,7 @@ from characters.store import CharacterStore
 from engine import Engine, SamplingOptions
 from engine.memory import memory_of
 from engine.messages import MAX_MESSAGE_CHARS, check_text, conversation
-from engine.options import CHAT_DEFAULTS
+from engine.options import CHAT_DEFAULTS, chat_defaults
 from engine.roleplay import client_turn, stream_turn, turn_messages
 from ui.errors import shown
 
@@ -43,8 +43,9 @@ def sampling_controls() -> list[gr.components.Component]:
     ]
 
 
-def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, min_p=None) -> SamplingOptions:
-    return SamplingOptions.from_values(CHAT_DEFAULTS, temperature=temperature, top_p=top_p,
+def sampling_from(temperature, top_p, max_new_tokens, repetition_penalty, seed, min_p=None,
+                  trained: bool = False) -> SamplingOptions:
+    return SamplingOptions.from_values(chat_defaults(trained), temperature=temperature, top_p=top_p,
                                        max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
                                        seed=seed, min_p=min_p)
 
@@ -119,6 +120,11 @@ class ChatTab:
         if chat is not None and adapter:
             self.read_ahead(chat, self.characters.load(chat.character), adapter)
 
+    def penalty_for(self, adapter_choice) -> float:
+        """The repetition penalty slider's value once an adapter (or none) is chosen: the chat default of a
+        trained character or of an untrained one (``engine.options.chat_defaults``)."""
+        return chat_defaults(bool(self.adapter_of(adapter_choice)))["repetition_penalty"]
+
     def _read_ahead(self, messages: list[dict], char, adapter: str | None = None) -> None:
         self.engine.prefill(messages, adapter)
         memory = memory_of(self.engine)
@@ -152,7 +158,8 @@ class ChatTab:
         *sampling_values, memory = values
         if not isinstance(memory, bool):
             raise gr.Error("memory must be true or false")
-        return sampling_from(*sampling_values), self.adapter_of(adapter_choice), memory
+        adapter = self.adapter_of(adapter_choice)
+        return sampling_from(*sampling_values, trained=bool(adapter)), adapter, memory
 
     @staticmethod
     def _last_reply(chat: Chat | None, what: str) -> str:
@@ -296,9 +303,9 @@ class ChatTab:
         the memories nearest the message into the prompt. Each yielded value is the reply so far."""
         if not isinstance(memory, bool):
             raise gr.Error("memory must be true or false")
-        options = SamplingOptions.from_values(CHAT_DEFAULTS, temperature=temperature, max_new_tokens=max_new_tokens,
-                                              seed=seed)
         adapter_name = self.adapter_of(adapter)
+        options = SamplingOptions.from_values(chat_defaults(bool(adapter_name)), temperature=temperature,
+                                              max_new_tokens=max_new_tokens, seed=seed)
         if character:
             pieces = client_turn(self.engine, self.characters.find(character), scene_from(scene), history, message,
                                  options, adapter_name, user_name, memory=memory)
@@ -402,6 +409,7 @@ class ChatTab:
         ]
         stop.click(None, cancels=streams, api_visibility="private")
         adapter.input(shown(self.choose_adapter), [chat_state, adapter], None, api_visibility="private")
+        adapter.input(shown(self.penalty_for), adapter, sampling[3], api_visibility="private")  # its default
         undo.click(shown(self.undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
         edit.click(shown(self.edit_last), [chat_state, edit_box], [chat_state, chatbot, edit_box],
                    api_name="edit_last")

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from fastapi import APIRouter, Request
@@ -36,7 +36,7 @@ from characters.store import CharacterNotFound, CharacterStore
 from characters.schema import Character
 from engine import AdapterError, Engine, PromptTooLong, SamplingOptions
 from engine.messages import MAX_HISTORY_MESSAGES, conversation, text_of
-from engine.options import CHAT_DEFAULTS
+from engine.options import CHAT_DEFAULTS, chat_defaults
 from engine.shipped import shipped_adapters
 from engine.remote import ADAPTER_MARK  # "<character or base model>@<adapter>", as a remote engine reads it
 from engine.roleplay import client_turn
@@ -82,6 +82,13 @@ class CompletionRequest:
     stop: list[str] = field(default_factory=list)
     scene: object = None
     memory: bool = True
+    penalty_given: bool = False  # else a trained character's chat default applies (engine.options.chat_defaults)
+
+    def sampling_for(self, adapter: str | None) -> SamplingOptions:
+        """The request's sampling options for a reply through ``adapter`` (or none)."""
+        if self.penalty_given or not adapter:
+            return self.sampling
+        return replace(self.sampling, repetition_penalty=chat_defaults(True)["repetition_penalty"])
 
     @classmethod
     def parse(cls, raw: bytes) -> "CompletionRequest":
@@ -128,7 +135,7 @@ class CompletionRequest:
         if not isinstance(memory, bool):
             raise APIError(400, "memory must be true or false", param="memory")
         return cls(model.strip(), messages, sampling, stream, bool(options.get("include_usage")), stops,
-                   body.get("scene"), memory)
+                   body.get("scene"), memory, body.get("repetition_penalty") is not None)
 
 
 class OpenAIAPI:
@@ -198,12 +205,13 @@ class OpenAIAPI:
             if target.character is None:
                 prompt = "\n\n".join(text_of(m.get("content"), "a system message") for m in system)
                 messages = conversation(prompt, rest[:-1], message)
-                stream = self.engine.stream(messages, request.sampling, target.adapter, stop, stats=stats)
+                stream = self.engine.stream(messages, request.sampling_for(target.adapter), target.adapter, stop,
+                                            stats=stats)
             else:
                 user = rest[-1].get("name") or DEFAULT_USER
                 stream = client_turn(self.engine, target.character, scene_from(request.scene), rest[:-1], message,
-                                     request.sampling, target.adapter, user, stop=stop, stats=stats,
-                                     memory=request.memory)
+                                     request.sampling_for(target.adapter), target.adapter, user, stop=stop,
+                                     stats=stats, memory=request.memory)
         except PromptTooLong as err:
             raise APIError(400, str(err), param="messages", code="context_length_exceeded") from None
         except AdapterError as err:
