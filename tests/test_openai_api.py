@@ -13,6 +13,7 @@ from gradio_client import Client
 
 from characters.store import CharacterStore
 from engine import SamplingOptions
+from engine.options import CHAT_DEFAULTS
 from engine.stop_strings import cut_at_stops
 from training.dataset import ExperienceOptions, build_dataset, load_examples
 
@@ -77,7 +78,8 @@ def test_the_adapter_changes_the_reply(client, trained):
 def test_the_base_model_takes_the_clients_own_system_prompt(client, engine):
     messages = [{"role": "system", "content": "You are a pirate named Red Anne."}, *QUESTION]
     reply = client.chat.completions.create(model=engine.name, messages=messages, temperature=0, max_tokens=12)
-    expected = engine.generate(messages, SamplingOptions(temperature=0, max_new_tokens=12))
+    # The route's defaults are a chat turn's (repetition penalty 1.2), not the engine's class defaults (1.1).
+    expected = engine.generate(messages, SamplingOptions(**{**CHAT_DEFAULTS, "temperature": 0, "max_new_tokens": 12}))
     assert reply.choices[0].message.content == expected
 
 
