@@ -98,8 +98,9 @@ class Engine:
             self.precision, self.precision_reason = auto_precision(self.source, on_cuda, trust, self.cache_dir,
                                                                    (self.decode_threads or 1, self.threads))
         precision = self.precision
+        self.qlora_base = self.options.qlora_base and precision in ("bf16", "fp32")  # see loading.as_qlora_base
         self.model = load_model(self.source, precision, self.device.type, trust, self.cache_dir,
-                                self.options.qlora_base).eval()
+                                self.qlora_base).eval()
         if precision == "4bit" and not on_cuda and not self.options.cpu_4bit_packing:
             keep_cpu_4bit_unpacked(self.model)  # before any pass: packing and unpacking leaves bf16-rounded scales
         self.base_model = self.model

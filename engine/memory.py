@@ -75,7 +75,7 @@ def model_key(engine) -> str:
     text is embedded."""
     parts = [*weights_identity(engine.source), getattr(engine.base_model.config, "_commit_hash", None),
              engine.precision, engine.device.type, DEPTH, TEMPLATE, torch.__version__]
-    if engine.precision in ("bf16", "fp32") and engine.options.qlora_base:
+    if engine.qlora_base:
         parts.append("qlora base")  # vectors kept before the rounding, under the bare key, were not made so
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 

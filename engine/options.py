@@ -103,10 +103,15 @@ class SamplingOptions:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
-        clean = {**(defaults or {}), **{k: v for k, v in values.items() if v is not None and v != ""}}
+        clean = {**(defaults or {}), **cls.given(values)}
         if "seed" in clean and isinstance(clean["seed"], (int, float)) and clean["seed"] < 0:
             clean.pop("seed")  # the UI uses -1 for "random"
         return cls(**clean)
+
+    @staticmethod
+    def given(values: dict) -> dict:
+        """The loose values that were given: not None, not an empty string (those take the defaults)."""
+        return {k: v for k, v in values.items() if v is not None and v != ""}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -119,7 +119,7 @@ def test_memory_vectors_are_kept_on_disk_for_the_next_process_and_a_damaged_file
     assert len(embedded) == 4 and torch.equal(again.vectors, first.vectors) and again.items == first.items
     # Another precision's vectors are kept apart.
     assert model_key(SimpleNamespace(**{**vars(engine), "precision": "4bit"})) != model_key(engine)
-    checkpoint = SimpleNamespace(**{**vars(engine), "options": SimpleNamespace(qlora_base=False)})
+    checkpoint = SimpleNamespace(**{**vars(engine), "qlora_base": False})
     assert model_key(checkpoint) != model_key(engine)  # vectors of the checkpoint's weights are not QLoRA base's
 
     files[0].write_bytes(b"not a tensor file")

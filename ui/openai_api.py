@@ -82,13 +82,13 @@ class CompletionRequest:
     stop: list[str] = field(default_factory=list)
     scene: object = None
     memory: bool = True
-    penalty_given: bool = False  # else a trained character's chat default applies (engine.options.chat_defaults)
+    given: frozenset[str] = frozenset()  # the sampling options the client set; the others take chat defaults
 
     def sampling_for(self, adapter: str | None) -> SamplingOptions:
-        """The request's sampling options for a reply through ``adapter`` (or none)."""
-        if self.penalty_given or not adapter:
-            return self.sampling
-        return replace(self.sampling, repetition_penalty=chat_defaults(True)["repetition_penalty"])
+        """The request's sampling options for a reply through ``adapter`` (or none): where the client set none,
+        the chat defaults of a trained or an untrained character (``engine.options.chat_defaults``)."""
+        defaults = chat_defaults(bool(adapter))
+        return replace(self.sampling, **{k: v for k, v in defaults.items() if k not in self.given})
 
     @classmethod
     def parse(cls, raw: bytes) -> "CompletionRequest":
@@ -123,19 +123,18 @@ class CompletionRequest:
         options = body.get("stream_options") or {}
         if not isinstance(stream, bool) or not isinstance(options, dict):
             raise APIError(400, "stream must be true or false, and stream_options an object", param="stream")
-        tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        values = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "min_p": body.get("min_p"),
+                  "max_new_tokens": body.get("max_completion_tokens", body.get("max_tokens")),
+                  "seed": body.get("seed"), "repetition_penalty": body.get("repetition_penalty")}
         try:
-            sampling = SamplingOptions.from_values(
-                CHAT_DEFAULTS, temperature=body.get("temperature"), top_p=body.get("top_p"), min_p=body.get("min_p"),
-                max_new_tokens=tokens,
-                seed=body.get("seed"), repetition_penalty=body.get("repetition_penalty"))
+            sampling = SamplingOptions.from_values(CHAT_DEFAULTS, **values)  # checked here: a 400 before any work
         except ValueError as err:
             raise APIError(400, str(err).replace("max_new_tokens", "max_tokens")) from None
         memory = body.get("memory", True)
         if not isinstance(memory, bool):
             raise APIError(400, "memory must be true or false", param="memory")
         return cls(model.strip(), messages, sampling, stream, bool(options.get("include_usage")), stops,
-                   body.get("scene"), memory, body.get("repetition_penalty") is not None)
+                   body.get("scene"), memory, frozenset(SamplingOptions.given(values)))
 
 
 class OpenAIAPI:
