@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from characters.era import era_end
+from characters.question_sets import set_for
 from characters.scenes import INTERVIEW, Scene, find_scene
 from characters.schema import Character
 from engine.engine import Engine
@@ -23,7 +24,7 @@ from engine.roleplay import turn_messages, with_memories
 from engine.shipped import SHIPPED_DIR
 from evaluation import judge as llm_judge
 from evaluation import metrics
-from evaluation.questions import Question, QuestionError, load_questions, question_set, set_for
+from evaluation.questions import Question, QuestionError, load_questions, question_set
 from plumbing.checks import check_whole_numbers
 from plumbing.files import UnsafePathError, inside
 

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plumbing.files import safe_child, slugify
+from characters.question_sets import SHIPPED, shipped_sets
+from plumbing.files import safe_child
 
-SHIPPED = Path(__file__).parent / "questions"
 TOPICS = {
     "topic-1": "personal information and past experiences",
     "topic-2": "interpersonal relationships",
@@ -129,19 +129,8 @@ def parse_text(text: str, source: str) -> list[Question]:
     return parse_questions(items, source)
 
 
-def shipped_sets() -> list[str]:
-    """Names of the question sets that ship with the app (one per preset character)."""
-    return sorted(p.stem for p in SHIPPED.glob("*.json"))
-
-
 def question_set(name: str) -> list[Question]:
     """A shipped set by name (a character's slug); names are checked, never used as paths."""
     if name not in shipped_sets():
         raise QuestionError(f"unknown question set {name!r}; shipped sets: {', '.join(shipped_sets())}")
     return load_questions(safe_child(SHIPPED, name, ".json"))
-
-
-def set_for(character_name: str) -> str | None:
-    """The shipped set of a character, if there is one."""
-    name = slugify(character_name)
-    return name if name in shipped_sets() else None

@@ -26,7 +26,7 @@ from training.grounded_interviews import grounded_interviews, recall_dev_set
 from training.retellings import PROMPTS as RETELLING_PROMPTS, retellings
 from characters.era import era_end, unknowable
 from training.protective_experiences import knows_forbidden, probe_questions
-from training.fact_questions import fact_questions
+from training.fact_questions import fact_questions, fact_wordings, question_key
 from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "outputs"
@@ -119,11 +119,60 @@ def test_fact_questions_ask_for_each_detail_in_plain_english():
     assert fact_questions("I have never married.")[0] == "Have you ever married?"
     # A name used as an adjective or a clause's subject is not asked about: no broken questions.
     assert fact_questions("I played the viola in the Bonn court orchestra.") == [
+        "What did you play in the Bonn court orchestra?", "Can you tell me what you played in the Bonn court orchestra?",
         "Did you play the viola in the Bonn court orchestra?"]
     # One yes/no form a fact (its answer is in the question); "Is it true that" when no other fits.
     assert sum(q.startswith(("Did ", "Is it true")) for q in moved) == 1
     assert not any("after died" in q for q in fact_questions(
         "I became guardian of my nephew Karl after my brother Kaspar Karl died in 1815."))
+
+
+def test_fact_questions_ask_what_a_verb_acts_on_and_drop_broken_forms():
+    """Rules 2: a fact once asked only as "Is it true that you press flowers?" (its answer in the question) is
+    asked for its object, a named person's name and a place; forms the first rules broke are gone, and rules 1
+    still give the questions of the datasets made with them."""
+    assert fact_questions("I press flowers.") == [
+        "What do you press?", "Can you tell me what you press?", "Do you press flowers?"]
+    assert fact_questions("I press flowers.", rules=1) == ["Is it true that you press flowers?"]
+    assert fact_questions("I am cataloguing the wild plants of the valley.")[0] == "What are you cataloguing?"
+    assert fact_questions("I was condemned to drink hemlock.")[0] == "What were you condemned to drink?"
+    assert fact_questions("I was accused of impiety and corrupting the youth.")[0] == "What were you accused of?"
+    assert fact_questions("I call myself a midwife of ideas.")[0] == "What do you call yourself?"
+    assert fact_questions("My cottage has a walled garden.")[0] == "What does your cottage have?"
+    son = fact_questions("My son Felix lives abroad.")
+    assert son[:2] == ["What is your son's name?", "Where does your son live?"] and "Tell me about your son." in son
+    assert "What did you write to your Immortal Beloved in 1812?" in fact_questions(
+        "In 1812 I wrote a letter to my Immortal Beloved.")
+    assert fact_questions("Aristophanes mocked me in The Clouds.")[0] == "Who mocked you in The Clouds?"
+    assert fact_questions("Aristophanes mocked me in The Clouds.", rules=1)[0] == "What mocked you in The Clouds?"
+    assert fact_questions("Greek is the language of my court.")[0] == "What is the language of your court?"
+    assert fact_questions("The unexamined life is not worth living.") == [
+        "Is the unexamined life not worth living?"]
+    assert fact_questions("I do not charge fees for my conversations.") == [
+        "Do you not charge fees for your conversations?"]
+    # Contrasts: no object where the words after the verb are not one, or a phrase may belong to it.
+    for fact, wrong in [("I trust no one.", "What do you trust?"), ("I grew up in Brindleton Bay.", "grow in"),
+                        ("I want to lead my people over the Alps.", "What do you want"),
+                        ("I met Julius Caesar in Alexandria in 48 BC.", "What did you meet"),
+                        ("I wrote the Letter from Birmingham Jail in 1963.", "write from"),
+                        ("I wrote the Letter from Birmingham Jail in 1963.", "write the Letter in")]:
+        assert not any(wrong in q for q in fact_questions(fact)), (fact, fact_questions(fact))
+    # Broken forms of the first rules: a year's "around" or "BC" left behind, one place of a list asked alone.
+    born = fact_questions("I was born in Athens around 470 BC.")
+    assert born[1] == "In what year were you born in Athens?" and not any(q.endswith(("around?", "470?")) for q in born)
+    assert any(q.endswith("around?") for q in fact_questions("I was born in Athens around 470 BC.", rules=1))
+    assert fact_questions("I fought at Delium and at Amphipolis.") == ["Did you fight at Delium and at Amphipolis?"]
+    assert "Did the oracle at Delphi say no one is wiser than you?" in fact_questions(
+        "The oracle at Delphi said no one is wiser than me.")
+
+
+def test_a_question_asked_in_another_frame_is_the_same_question():
+    """The key that keeps a shipped interview question out of training in any frame it could be taught in."""
+    assert question_key("Where does your son live?") == question_key("Can you tell me where your son lives?")
+    assert question_key("What are you cataloguing?") == question_key("Do you remember what you are cataloguing?")
+    assert question_key("What is your son's name?") == question_key("I would like to know what your son's name is.")
+    assert question_key("Where does your son live?") != question_key("Tell me about your son.")
+    assert question_key("What do you press?") != question_key("What do you do with flowers from the garden?")
 
 
 def test_grounded_interviews_pack_unambiguous_questions_and_ask_every_fact_evenly(beethoven):
@@ -235,18 +284,26 @@ def test_puzzlement_names_the_thing_as_the_character_would_and_never_breaks_char
 
 def test_interview_questions_are_held_out_from_training(data_dir):
     """The shipped interview questions are not among the questions the grounded interviews teach."""
-    from evaluation.questions import question_set, set_for, shipped_sets
+    from characters.question_sets import set_for, shipped_sets
+    from evaluation.questions import question_set
 
     store = CharacterStore(data_dir)
     names = [c.name for c in map(store.load, store.names()) if set_for(c.name)]
     assert len(names) == len(shipped_sets())
     for name in names:
         character = store.load(name)
-        taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact)}
+        taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact, rules=1)}
         taught |= {q.lower() for q in RETELLING_PROMPTS}
         taught |= {q.lower() for thing in unknowable(character) for q in probe_questions(thing)}
         asked = {q.question.lower() for q in question_set(set_for(name))}
         assert not asked & taught, (name, asked & taught)
+        # Rules 2 word more questions, some as a shipped one is worded: those are kept out, in any frame.
+        keys = {question_key(q) for q in asked}
+        wordings = [q for questions in fact_wordings(character) for q in questions]
+        assert not [q for q in wordings if question_key(q) in keys], name
+        if name == "Hazel Thornbury":
+            assert "What are you cataloguing?" in fact_questions("I am cataloguing the wild plants of the valley.")
+            assert not any("cataloguing?" in q for q in wordings) and "What do you graft?" in wordings
 
 
 def test_an_experience_that_counts_otherwise_than_the_facts_is_dropped(beethoven):

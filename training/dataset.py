@@ -64,6 +64,11 @@ class ExperienceOptions:
     probe_thinking: bool = field(default=True, metadata={
         "help": "A probe in a grounded interview is answered with a puzzled (thinking) line, then the reply; off, "
                 "with the reply alone, which names the thing at once."})
+    question_rules: int = field(default=2, metadata={
+        "help": "The rules that word the facts' questions: 2 also asks what a verb acts on ('What do you graft?'), "
+                "a named person's name and a place said as an adverb, and keeps every wording of a shipped interview "
+                "question out; 1 gives the datasets of before 2026-11-29, the shipped adapters' among them.",
+        "choices": (1, 2)})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})
@@ -81,6 +86,8 @@ class ExperienceOptions:
         check_whole_numbers(self, (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("retellings", 0, 20),
                                    ("per_interview", 1, 16), ("probe_every", 0, 100), ("batch_size", 1, 64),
                                    ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)))
+        if self.question_rules not in (1, 2):
+            raise ValueError("question_rules must be 1 or 2")
         if self.generator not in ("local", "openai"):
             raise ValueError("generator must be local or openai")
         if self.generator == "openai" and not (self.base_url and self.api_model):
@@ -182,8 +189,8 @@ def experience_tasks(character: Character, scenes: list[Scene], options: Experie
     return tasks
 
 
-def judge_reply(task: Task, reply: str, character: Character, source: str, seed: int) -> tuple[Experience | None,
-                                                                                               list[dict]]:
+def judge_reply(task: Task, reply: str, character: Character, source: str, seed: int,
+                rules: int = 2) -> tuple[Experience | None, list[dict]]:
     """The experience a reply gives (a template one for an unusable protective reply), and the drops."""
     experience, reason = experience_from(reply, character, task.scene, task.kind, source, task.id)
     if experience and task.anachronism and knows_forbidden(experience.dialogue, character, task.anachronism):
@@ -191,7 +198,8 @@ def judge_reply(task: Task, reply: str, character: Character, source: str, seed:
     if experience is not None:
         return experience, []
     if task.kind == "protective":
-        template = protective_template(character, task.anachronism, random.Random(f"{seed}-{task.id}"), task.id)
+        template = protective_template(character, task.anachronism, random.Random(f"{seed}-{task.id}"), task.id,
+                                       rules)
         return template, [{"task": f"{task.id}-generated", "reason": reason, "raw": reply[:2000]}]
     return None, [{"task": task.id, "reason": reason, "raw": reply[:2000]}]
 
@@ -214,7 +222,8 @@ def write_experiences(character: Character, generator, options: ExperienceOption
         check_stop()  # a batch cut short by Stop is not kept: it is redone on resume
         kept, dropped = [], []
         for task, reply in zip(chunk, replies):
-            experience, drops = judge_reply(task, reply, character, generator.name, options.seed)
+            experience, drops = judge_reply(task, reply, character, generator.name, options.seed,
+                                            options.question_rules)
             dropped += drops
             if experience is not None:
                 kept.append(experience.to_dict())
@@ -254,9 +263,10 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
                   count_tokens: Callable[[str], int] | None) -> dict:
     """The experiences on disk and the grounded interviews as ``dataset.jsonl``, and ``stats.json``."""
     experiences = [Experience.from_dict(row) for row in read_jsonl(out / "experiences.jsonl")]
-    dev = recall_dev_set(character)
+    dev = recall_dev_set(character, options.question_rules)
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
-                                     options.probe_every, dev, options.probe_frames, options.probe_thinking)
+                                     options.probe_every, dev, options.probe_frames, options.probe_thinking,
+                                     options.question_rules)
     told = retellings(character, options.retellings, random.Random(options.seed))
     examples = [to_example(e, character) for e in experiences + interviews + told]
     # A dataset generated before there was a dev set may ask a dev question in a protective experience.

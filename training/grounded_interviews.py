@@ -5,30 +5,22 @@ in every Nth interview answered with puzzlement."""
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from characters.scenes import INTERVIEW
 from characters.schema import Character
 from training.experience import Experience
 from plumbing.text import contains
-from training.fact_questions import fact_details, fact_questions
+from training.fact_questions import fact_details, fact_wordings
 from characters.era import unknowable
 from training.protective_experiences import probe_questions, puzzled_reply
 
 
-def fact_wordings(character: Character) -> list[list[str]]:
-    """The questions of each fact, less those that two facts would answer: they would teach either answer."""
-    asked = [fact_questions(fact) for fact in character.sims.facts]
-    seen = Counter(q.lower() for questions in asked for q in set(questions))
-    return [[q for q in questions if seen[q.lower()] == 1] for questions in asked]
-
-
-def recall_dev_set(character: Character) -> list[dict]:
+def recall_dev_set(character: Character, rules: int = 2) -> list[dict]:
     """One wording of each fact that has three or more, kept out of training to measure recall: a question
     other than the most natural one whose answer (a year, a name, a number of the fact) it does not give.
     Each row: the fact's index, the question and the words any of which a right answer holds."""
     rows = []
-    for i, questions in enumerate(fact_wordings(character)):
+    for i, questions in enumerate(fact_wordings(character, rules)):
         for question in questions[1:] if len(questions) >= 3 else []:
             expected = [d for d in fact_details(character.sims.facts[i], character.name) if not contains(question, d)]
             if expected:
@@ -39,7 +31,7 @@ def recall_dev_set(character: Character) -> list[dict]:
 
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
                         probe_every: int = 0, dev: list[dict] = (), probe_frames: bool = True,
-                        probe_thinking: bool = True) -> list[Experience]:
+                        probe_thinking: bool = True, rules: int = 2) -> list[Experience]:
     """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
     questions share one prompt, so training reads the prompt once for several facts). Every fact is
     asked ``phrasings`` times, its wordings taken in turn, so a fact with few wordings is not seen less
@@ -51,9 +43,10 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
     by every question it could not answer at once). With ``probe_frames`` a probe may also be asked in the
     frames the facts are asked in (``probe_questions``). Without ``probe_thinking`` the puzzled answer speaks
     at once, naming the thing, as the facts are answered: no "(thinking)" line, whose first token alone
-    would decide for puzzlement before the thing is said."""
+    would decide for puzzlement before the thing is said. ``rules`` are those of ``fact_wordings``."""
     held = {(row["fact"], row["question"]) for row in dev}
-    wordings = [[q for q in questions if (i, q) not in held] for i, questions in enumerate(fact_wordings(character))]
+    wordings = [[q for q in questions if (i, q) not in held]
+                for i, questions in enumerate(fact_wordings(character, rules))]
     pairs = [(i, questions[k % len(questions)]) for i, questions in enumerate(wordings) if questions
              for k in range(phrasings)]
     rng.shuffle(pairs)

@@ -11,7 +11,7 @@ import re
 from characters.scenes import scene_catalogue
 from characters.schema import Character
 from training.experience import Experience
-from training.fact_questions import fact_questions
+from training.fact_questions import fact_questions, fact_wordings
 
 def knows_forbidden(turns: list[dict], character: Character, anachronism: dict) -> bool:
     said = " ".join(t["content"] for t in turns if t["role"] == character.name).lower()
@@ -66,8 +66,10 @@ def puzzled_reply(character: Character, anachronism: dict, rng: random.Random, t
     return [thought, reply] if thinking else [reply]
 
 
-def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str) -> Experience:
-    """A protective experience written from templates, for when the generator cannot write a usable one."""
+def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str,
+                        rules: int = 2) -> Experience:
+    """A protective experience written from templates, for when the generator cannot write a usable one;
+    ``rules`` of the facts' questions as in ``fact_wordings``."""
     fact = rng.choice(character.sims.facts) if character.sims.facts else f"I am {character.name}."
     question = rng.choice(anachronism["questions"])
     scene = rng.choice(scene_catalogue())
@@ -76,7 +78,12 @@ def protective_template(character: Character, anachronism: dict, rng: random.Ran
     # Then a question of the character's own time, answered plainly: puzzlement is for the unknown
     # thing alone (without this, a trained character met every unfamiliar word with it). The most natural
     # wording, which is never a dev question (``recall_dev_set``).
-    follow_up = fact_questions(fact)[:1] if character.sims.facts else []
+    if not character.sims.facts:
+        follow_up = []
+    elif rules >= 2:  # a shipped interview question is never taught, nor one that two facts would answer
+        follow_up = fact_wordings(character, rules)[character.sims.facts.index(fact)][:1]
+    else:
+        follow_up = fact_questions(fact, rules)[:1]
     if follow_up:
         turns += [{"role": "Stranger", "action": "(speaking)", "content": follow_up[0]},
                   {"role": character.name, "action": "(speaking)", "content": fact}]

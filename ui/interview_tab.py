@@ -6,10 +6,11 @@ import time
 
 import gradio as gr
 
+from characters.question_sets import set_for, shipped_sets
 from characters.store import CharacterStore
 from engine import Engine
 from evaluation.interview import InterviewOptions, interview, label
-from evaluation.questions import QuestionError, parse_bytes, question_set, set_for, shipped_sets
+from evaluation.questions import QuestionError, parse_bytes, question_set
 from evaluation.report import cell, chart, label_of, save_comparison, table, write_report
 from plumbing.layout import data_dir, interview_folder
 from ui.background import Background, request_stop
