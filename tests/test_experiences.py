@@ -119,7 +119,8 @@ def test_fact_questions_ask_for_each_detail_in_plain_english():
     assert fact_questions("I have never married.")[0] == "Have you ever married?"
     # A name used as an adjective or a clause's subject is not asked about: no broken questions.
     assert fact_questions("I played the viola in the Bonn court orchestra.") == [
-        "What did you play in the Bonn court orchestra?", "Can you tell me what you played in the Bonn court orchestra?",
+        "What did you play in the Bonn court orchestra?",
+        "Can you tell me what you played in the Bonn court orchestra?",
         "Did you play the viola in the Bonn court orchestra?"]
     # One yes/no form a fact (its answer is in the question); "Is it true that" when no other fits.
     assert sum(q.startswith(("Did ", "Is it true")) for q in moved) == 1

@@ -67,7 +67,7 @@ class ExperienceOptions:
     question_rules: int = field(default=2, metadata={
         "help": "The rules that word the facts' questions: 2 also asks what a verb acts on ('What do you graft?'), "
                 "a named person's name and a place said as an adverb, and keeps every wording of a shipped interview "
-                "question out; 1 gives the datasets of before 2026-11-29, the shipped adapters' among them.",
+                "question out; 1 gives the datasets made before the evening of 2026-11-28.",
         "choices": (1, 2)})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})

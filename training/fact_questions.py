@@ -115,7 +115,8 @@ def _is_verb(word: str, rules: int = 2, before: str = "") -> bool:
     """Whether ``word`` may be a verb; with rules=2 an "-ed" word is not one after a determiner ("the unexamined
     life", "a walled garden"), nor a short or "-eed" one ("the village seed swap", "red", "hundred")."""
     if rules >= 2 and word.endswith("ed") and word not in IRREGULAR:
-        return word.islower() and before not in DETERMINERS and len(word) > 4 and not word.endswith("eed") and word != "hundred"
+        return word.islower() and before not in DETERMINERS and len(word) > 4 and not word.endswith("eed") and \
+            word != "hundred"
     return word in AUX or word in IRREGULAR or word.endswith("ed") or rules >= 2 and (word in SAID or word in DO)
 
 
@@ -190,7 +191,8 @@ def _gaps(statement: str, rules: int = 2) -> list[tuple[str, str, bool]]:
                            statement[match.end():].startswith((" and ", ", ")) or before[-1:] == ["and"]):
             continue  # "470 BC"; a preposition the gap would leave ("after in 406"); one of a list ("at Delium and")
         if rules >= 2 and (re.match(r" (?:from|of|on) [A-Z]", statement[match.end():]) or
-                           match.group("prep") in ("from ", "on ") and re.search(r"[A-Z][\w'’-]* $", statement[:match.start()])):
+                           match.group("prep") in ("from ", "on ") and
+                           re.search(r"[A-Z][\w'’-]* $", statement[:match.start()])):
             continue  # a part of a longer title: "the Letter from Birmingham Jail"
         kept = match.group("prep") or ""
         the = match.group("the") == "the "
@@ -297,9 +299,9 @@ def fact_questions(fact: str, rules: int = 2) -> list[str]:
         direct.append("Where were you born?")
         topics.append("Tell me about your birth.")
     mine = re.match(r"^My ([\w' -]{2,40}?) (is|are|was|were|\w+ed|" + "|".join(IRREGULAR) + r")\b( \w+)?", fact)
-    if rules >= 2 and not mine:  # "My cottage has …", "My son Felix lives …" (not "My brother's advisers drove …")
-        mine = re.match(r"^My ((?:[a-z]+ )?(?:" + "|".join(PEOPLE) + r")(?: [A-Z][\w'’-]*)*|[a-z]+) (has|[a-z]{2,}s)\b"
-                        r"( \w+)?", fact)
+    if rules >= 2 and not mine:  # "My cottage has …", "My son Felix lives …", not "My brother's advisers drove …"
+        mine = re.match(r"^My ((?:[a-z]+ )?(?:" + "|".join(PEOPLE) + r")(?: [A-Z][\w'’-]*)*|[a-z]+) "
+                        r"(has|[a-z]{2,}s)\b( \w+)?", fact)
         if mine and mine.group(2) != "has" and mine.group(1).split()[-1] not in PEOPLE and \
                 not any(w in PEOPLE for w in mine.group(1).split()):
             mine = None
