@@ -167,6 +167,18 @@ def test_fact_questions_ask_what_a_verb_acts_on_and_drop_broken_forms():
         "The oracle at Delphi said no one is wiser than me.")
 
 
+def test_a_question_that_another_fact_asks_more_fully_is_not_taught(beethoven, data_dir):
+    """"What did you write?" of the Missa solemnis would teach either answer to "What did you write in October
+    1802?" (the Heiligenstadt Testament); "Who is your mother?" is not "Who did your mother remarry?"."""
+    wordings = dict(zip(beethoven.sims.facts, fact_wordings(beethoven)))
+    assert wordings["I wrote the Missa solemnis."] == ["Did you write the Missa solemnis?"]
+    assert "What did you write in October 1802?" in wordings["I wrote the Heiligenstadt Testament in October 1802."]
+    assert fact_wordings(beethoven, rules=1)[beethoven.sims.facts.index("I wrote the Missa solemnis.")] == [
+        "Did you write the Missa solemnis?"]
+    newton = CharacterStore(data_dir).load("Isaac Newton")
+    assert "Who is your mother?" in fact_wordings(newton)[newton.sims.facts.index("My mother is Hannah Ayscough.")]
+
+
 def test_a_question_asked_in_another_frame_is_the_same_question():
     """The key that keeps a shipped interview question out of training in any frame it could be taught in."""
     assert question_key("Where does your son live?") == question_key("Can you tell me where your son lives?")

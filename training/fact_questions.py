@@ -353,25 +353,34 @@ def fact_details(fact: str, besides: str = "") -> list[str]:
 
 
 # What a question's frame and grammar add, not what it asks: "Can you tell me where your son lives?" asks what
-# "Where does your son live?" asks.
-FRAME_WORDS = {"can", "you", "tell", "me", "do", "does", "did", "remember", "i", "would", "like", "to", "know", "a",
-               "an", "the", "is", "are", "was", "were", "am", "your", "yours", "my", "s", "please"}
+# "Where does your son live?" asks. Who is asked about stays ("you", "your").
+FRAMES = re.compile(r"^(?:can you tell me|do you remember|i would like to know) ", re.IGNORECASE)
+FRAME_WORDS = {"can", "could", "tell", "me", "do", "does", "did", "remember", "i", "would", "like", "to", "know",
+               "a", "an", "the", "is", "are", "was", "were", "am", "s", "please"}
 
 
 def question_key(question: str) -> frozenset[str]:
     """A question's words without its frame, each cut to a rough stem: two questions with one key ask the same
     thing in the same words."""
-    words = [w for w in re.findall(r"[a-z0-9]+", question.lower().replace("’", "'")) if w not in FRAME_WORDS]
+    text = FRAMES.sub("", question.lower().replace("’", "'"))
+    words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in FRAME_WORDS]
     stems = [re.sub(r"(?:ing|ed|es|s|e)$", "", w) for w in words]
     return frozenset(stem if len(stem) >= 3 else word for stem, word in zip(stems, words))
 
 
 def fact_wordings(character: Character, rules: int = 2) -> list[list[str]]:
     """The questions of each fact (``fact_questions`` with these ``rules``), less those that two facts would
-    answer: they would teach either answer. With rules=2 also less those that ask a question of the
-    character's shipped interview set, in any frame ("Can you tell me what you are cataloguing?" for "What
-    are you cataloguing?"): that set measures recall of questions training never asked."""
+    answer: they would teach either answer. With rules=2 also less those that ask no more than a question of
+    another fact asks ("What did you write?" of the Missa solemnis, beside "What did you write in October
+    1802?" of the Heiligenstadt Testament), and those that ask a question of the character's shipped
+    interview set, in any frame ("Can you tell me what you are cataloguing?" for "What are you
+    cataloguing?"): that set measures recall of questions training never asked."""
     asked = [fact_questions(fact, rules) for fact in character.sims.facts]
     seen = Counter(q.lower() for questions in asked for q in set(questions))
-    held = {question_key(q) for q in held_out_questions(character.name)} if rules >= 2 else set()
-    return [[q for q in questions if seen[q.lower()] == 1 and question_key(q) not in held] for questions in asked]
+    if rules < 2:
+        return [[q for q in questions if seen[q.lower()] == 1] for questions in asked]
+    bare = [[FRAMES.sub("", q.lower()).rstrip("?.") + " " for q in questions] for questions in asked]
+    held = {question_key(q) for q in held_out_questions(character.name)}
+    return [[q for q, text in zip(questions, bare[i]) if seen[q.lower()] == 1 and question_key(q) not in held and
+             not any(other.startswith(text) for j, others in enumerate(bare) if j != i for other in others)]
+            for i, questions in enumerate(asked)]
