@@ -69,7 +69,7 @@ CLAUSE_WORDS = {"that", "if", "because", "when", "who", "which", "than", "whom",
 DETERMINERS = {"the", "a", "an", "your", "his", "her", "their", "its", "this", "these", "those"}
 PLACE_ADVERBS = {"abroad", "overseas", "nearby"}
 # What may follow a verb without being its object ("grew up", "trust no one", "want to lead …").
-NOT_OBJECTS = {"up", "down", "out", "off", "away", "back", "to", "no", "nothing", "nobody", "none", *PREPOSITIONS}
+NOT_OBJECTS = {"up", "down", "out", "off", "away", "back", "no", "nothing", "nobody", "none", *PREPOSITIONS}
 # The phrases of place and time kept after an object; others may belong to it ("the Commentaries on …").
 KEPT_PHRASES = {"in", "at", "to", "with", "by", "near", "during"}
 YEAR_WITH = {"around", "about", "circa"}  # "born in Athens around 470 BC": the word goes with the year
@@ -94,8 +94,10 @@ def _front_phrase_to_end(statement: str) -> str:
 
 def _lemma(verb: str, rules: int = 2) -> str | None:
     """The base form of a past-tense verb when the rules are sure of it ("moved" → "move"), else None."""
-    if verb in IRREGULAR or rules >= 2 and verb in SAID:
-        return {**IRREGULAR, **SAID}[verb]
+    if verb in IRREGULAR:
+        return IRREGULAR[verb]
+    if rules >= 2 and verb in SAID:
+        return SAID[verb]
     if verb.endswith("ied"):
         return verb[:-3] + "y"
     if not verb.endswith("ed") or len(verb) < 5:
@@ -354,7 +356,7 @@ def fact_details(fact: str, besides: str = "") -> list[str]:
 
 # What a question's frame and grammar add, not what it asks: "Can you tell me where your son lives?" asks what
 # "Where does your son live?" asks. Who is asked about stays ("you", "your").
-FRAMES = re.compile(r"^(?:can you tell me|do you remember|i would like to know) ", re.IGNORECASE)
+FRAMES = re.compile("^(?:" + "|".join(re.escape(frame.split("{q}")[0]) for frame in INDIRECT) + ")", re.IGNORECASE)
 FRAME_WORDS = {"can", "could", "tell", "me", "do", "does", "did", "remember", "i", "would", "like", "to", "know",
                "a", "an", "the", "is", "are", "was", "were", "am", "s", "please"}
 
@@ -362,7 +364,7 @@ FRAME_WORDS = {"can", "could", "tell", "me", "do", "does", "did", "remember", "i
 def question_key(question: str) -> frozenset[str]:
     """A question's words without its frame, each cut to a rough stem: two questions with one key ask the same
     thing in the same words."""
-    text = FRAMES.sub("", question.lower().replace("’", "'"))
+    text = FRAMES.sub("", question.lower())
     words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in FRAME_WORDS]
     stems = [re.sub(r"(?:ing|ed|es|s|e)$", "", w) for w in words]
     return frozenset(stem if len(stem) >= 3 else word for stem, word in zip(stems, words))
