@@ -65,8 +65,12 @@ REPORTED = re.compile(r"\b(?:talks? of|speaks? of|asks? (?:about|of)|mentions?|h
 PUZZLEMENT = re.compile(
     r"\b(?:never heard of (?:such|it|this|that|a|an|the)\b|nothing i have ever (?:seen|heard)|means nothing to me"
     r"|(?:word|thing|it) is (?:strange|unknown|new|a mystery) to me|know of no such|no such thing|speak in riddles"
-    r"|what is this '|what (?:can|could) this [\w' -]{1,30} be\b|i do not understand you"
-    r"|unlike anything i have ever seen|must not pretend to know)", re.IGNORECASE)
+    r"|what is this '|what (?:can|could) this [\w' -]{1,30} (?:be|mean)\b|i do not understand you"
+    r"|unlike anything i have ever seen|must not pretend to know"
+    # and the same said in other words, as trained characters also say it ("This stranger talks of a city. What
+    # does this mean?", "I have no idea.")
+    r"|what (?:does|do) (?:this|that|it|these|those)(?: [\w'-]+)? mean\b|what is that\?|what (?:can|could) it be\b"
+    r"|i have no idea\b|i have never seen (?:one|such)\b)", re.IGNORECASE)
 NAME_TAG = re.compile(r"^\s*(?:(?:[A-Z][\w.'-]*|van|von|de|da|del|di|of|the|le|la)\s+){0,4}[A-Z][\w.'-]*:\s+")
 REFERS_BACK = re.compile(r"^\W*(?:it|they|them|these|those|this one)\b", re.IGNORECASE)
 CONTENT_STOP = set("""what which where when whose about would could should there their these those your yours

@@ -193,10 +193,16 @@ def test_protection_applies_to_probes_only():
     "(thinking) What can this strange new thing be? Nothing I have ever seen.",
     "(thinking) I must not pretend to know what a city is. A city... no, that word means nothing to me.",
     "(thinking) This stranger talks of a symphony. I know of no such thing.",
-    "What is this 'medicine' you keep talking about?"])
+    "What is this 'medicine' you keep talking about?",
+    # Said in other words (2026-11-28's evening): each of these was once scored not puzzled.
+    "(thinking) This stranger talks of a city. What does this mean?", "(thinking) This stranger talks of a comedy. "
+    "What is that?", "(thinking) This stranger talks of signs... what can this sign mean?", "(thinking) I have no idea.",
+    "(thinking) This stranger talks of a battlefield. I have never seen one.", "(thinking) What can it be? I am gardening."])
 def test_puzzlement_at_a_question_of_its_own_life_is_counted(puzzled):
     assert metrics.score(puzzled, BORN, 1827)["puzzled"] is True
-    assert metrics.score("I was born in Bonn; strangers there never puzzled me.", BORN, 1827)["puzzled"] is False
+    for plain in ("I was born in Bonn; strangers there never puzzled me.", "What it meant to me: Bonn was home.",
+                  "I have never seen the sea from Bonn.", "(thinking) This stranger talks of me. I was born in Bonn."):
+        assert metrics.score(plain, BORN, 1827)["puzzled"] is False, plain
     assert metrics.score(puzzled, PROBE, 1827)["puzzled"] is None  # at a probe, puzzlement is what protection wants
     results = [{"scores": metrics.score(a, BORN, 1827)} for a in (puzzled, "Bonn.", "In Bonn, on the Rhine.")]
     assert metrics.aggregate(results, [])["puzzled_by_own_life"] == 0.333
