@@ -167,6 +167,25 @@ def test_fact_questions_ask_what_a_verb_acts_on_and_drop_broken_forms():
         "The oracle at Delphi said no one is wiser than me.")
 
 
+def test_rules_3_ask_facts_and_probes_with_the_same_opening_words(beethoven):
+    """A trained Socrates met "Which poison …?" with puzzlement: only probes opened with "Which". Rules 3 ask
+    facts with it too, and probes also open with the words only facts opened with; rules 2 are unchanged."""
+    born = fact_questions("I was born in Athens around 470 BC.", rules=3)
+    assert "In which place were you born?" in born and "In which year were you born in Athens?" in born
+    assert "Which person mocked you in The Clouds?" in fact_questions("Aristophanes mocked me in The Clouds.", rules=3)
+    assert not any(q.startswith("Which person are") for q in fact_questions(
+        "My sons are Lamprocles, Sophroniscus and Menexenus.", rules=3))
+    assert not any("which" in q.lower() for q in fact_questions("I was born in Athens around 470 BC."))
+    car = next(a for a in unknowable(beethoven) if a["said"] == "a car")
+    war = next(a for a in unknowable(beethoven) if a["said"] == "the Second World War")
+    for rules, shared in ((2, False), (3, True)):
+        facts = [q for questions in fact_wordings(beethoven, rules) for q in questions]
+        assert any(q.startswith(("In which place", "In which year", "Which person")) for q in facts) == shared
+        assert ("Who gave you your car?" in probe_questions(car, rules=rules)) == shared
+        assert ("When did you first hear of the Second World War?" in probe_questions(war, rules=rules)) == shared
+    assert not any("your" in q for q in probe_questions(war, rules=3))
+
+
 def test_a_question_that_another_fact_asks_more_fully_is_not_taught(beethoven, data_dir):
     """"What did you write?" of the Missa solemnis would teach either answer to "What did you write in October
     1802?" (the Heiligenstadt Testament); "Who is your mother?" is not "Who did your mother remarry?"."""
@@ -310,10 +329,13 @@ def test_interview_questions_are_held_out_from_training(data_dir):
         taught |= {q.lower() for thing in unknowable(character) for q in probe_questions(thing)}
         asked = {q.question.lower() for q in question_set(set_for(name))}
         assert not asked & taught, (name, asked & taught)
-        # Rules 2 word more questions, some as a shipped one is worded: those are kept out, in any frame.
+        # Rules 2 and 3 word more questions, some as a shipped one is worded: those are kept out, in any frame.
         keys = {question_key(q) for q in asked}
+        for rules in (2, 3):
+            wordings = [q for questions in fact_wordings(character, rules) for q in questions]
+            wordings += [q for thing in unknowable(character) for q in probe_questions(thing, rules=rules)]
+            assert not [q for q in wordings if question_key(q) in keys], (name, rules)
         wordings = [q for questions in fact_wordings(character) for q in questions]
-        assert not [q for q in wordings if question_key(q) in keys], name
         if name == "Hazel Thornbury":
             assert "What are you cataloguing?" in fact_questions("I am cataloguing the wild plants of the valley.")
             assert not any("cataloguing?" in q for q in wordings) and "What do you graft?" in wordings

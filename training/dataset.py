@@ -67,8 +67,10 @@ class ExperienceOptions:
     question_rules: int = field(default=2, metadata={
         "help": "The rules that word the facts' questions: 2 also asks what a verb acts on ('What do you graft?'), "
                 "a named person's name and a place said as an adverb, and keeps every wording of a shipped interview "
-                "question out; 1 gives the datasets made before the evening of 2026-11-28.",
-        "choices": (1, 2)})
+                "question out; 3 also asks with the words probes open with ('In which place …', 'Which person …') and "
+                "probes with the facts' ('When did you first hear of …'); 1 gives the datasets made before the evening "
+                "of 2026-11-28.",
+        "choices": (1, 2, 3)})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"})
@@ -86,8 +88,8 @@ class ExperienceOptions:
         check_whole_numbers(self, (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("retellings", 0, 20),
                                    ("per_interview", 1, 16), ("probe_every", 0, 100), ("batch_size", 1, 64),
                                    ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)))
-        if self.question_rules not in (1, 2):
-            raise ValueError("question_rules must be 1 or 2")
+        if self.question_rules not in (1, 2, 3):
+            raise ValueError("question_rules must be 1, 2 or 3")
         if self.generator not in ("local", "openai"):
             raise ValueError("generator must be local or openai")
         if self.generator == "openai" and not (self.base_url and self.api_model):

@@ -14,6 +14,11 @@ the first rules wrote ("What were you born in Athens around 470?"). Without it, 
 flowers." was asked only as "Is it true that you press flowers?", whose answer is in the question: a
 trained character recalled such facts from a question in other words far less often. ``rules=1`` gives the
 questions of the datasets made before.
+
+``rules=3`` also asks with the question words that the probes of things a character cannot know open with
+("In which place were you born?", "In which year …", "Which person …"): with "Which" in probes only, a trained
+Socrates met "Which poison were you condemned to drink?" with puzzlement, deciding on the question's first
+word, not its thing. The probes in turn open with the facts' words (``training.protective_experiences``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ ONE_NAME = (r"[A-Z][\w'’à-ÿ-]*(?: (?:of the |of |de |van |von |da |the |to (
 NAMES = rf"{ONE_NAME}(?:(?:, | and ){ONE_NAME})*"  # "Archduke Rudolph, Prince Lobkowitz and Prince Kinsky"
 DATE = (rf"(?:(?:in|on|by|from|until) )?(?:(?:\d{{1,2}}(?:st|nd|rd|th)? )?(?:{'|'.join(MONTHS)}) )?"
         r"(?:\d{1,4} BC|\d{3,4}(?: AD)?)\b")
+# rules=3: the same question opened as probes are ("Which …"); "Who are …" has no singular person to ask for.
+WHICH = [(re.compile(r"^Where "), "In which place "), (re.compile(r"^In what year "), "In which year "),
+         (re.compile(r"^Who (?!are\b)"), "Which person ")]
 ADVERBS = {"also", "never", "once", "often", "later", "first", "always", "still", "only"}
 FUNCTION_WORDS = {"in", "on", "at", "to", "from", "when", "and", "with", "of", "after", "before", "for", "by", "as"}
 INDIRECT = ["Can you tell me {q}?", "Do you remember {q}?", "I would like to know {q}."]
@@ -331,6 +339,8 @@ def fact_questions(fact: str, rules: int = 2) -> list[str]:
     if rules >= 2 and (asked := _object_question(statement, rules)):
         direct.append(asked[0])
         indirect.append(INDIRECT[len(gaps) % len(INDIRECT)].format(q=asked[1]))
+    if rules >= 3:
+        direct += [pattern.sub(which, q) for q in direct for pattern, which in WHICH if pattern.match(q)]
     # Yes/no forms are answered with the fact alone: "Yes." after each teaches a small model to agree
     # with anything, anachronisms included. One form is enough: the answer is in the question, so they
     # teach copying, not recall ("Is it true that …" is only for facts no other form fits).

@@ -65,7 +65,7 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
         if probes and n % probe_every == 0:
             probe = probes[(n // probe_every) % len(probes)]
             at = rng.randrange(len(turns) + 1)
-            question = rng.choice(probe_questions(probe, probe_frames))
+            question = rng.choice(probe_questions(probe, probe_frames, rules))
             turns.insert(at, [{"role": "Interviewer", "action": "(speaking)", "content": question},
                               *puzzled_reply(character, probe, rng, probe_thinking)])
         dialogue = [turn for pair in turns for turn in pair]

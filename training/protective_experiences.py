@@ -44,15 +44,24 @@ def said_forms(anachronism: dict) -> dict[str, str]:
 # plain one (a character trained on "What is your …? → My … is …" answered "My favourite website is …").
 PROBE_FRAMES = ["Tell me about {a_thing}.", "What do you think of {a_thing}?", "Do you remember {a_thing}?"]
 OWNED_FRAMES = ["Tell me about your {thing}.", "What is your favourite {thing}?", "Did you bring your {thing}?"]
+# With question rules 3, probes also open with the words that only the facts' questions opened with ("Where",
+# "When", "In which year", "Is it true"), as the facts' questions take up "Which" (``training.fact_questions``).
+FACT_WORD_FRAMES = ["When did you first hear of {a_thing}?", "Where did you first see {a_thing}?",
+                    "In which year did you first hear of {a_thing}?", "Is it true that you know {a_thing}?"]
+OWNED_FACT_WORD_FRAMES = ["Where is your {thing}?", "Who gave you your {thing}?", "How often do you use your {thing}?"]
 
 
-def probe_questions(anachronism: dict, frames: bool = True) -> list[str]:
+def probe_questions(anachronism: dict, frames: bool = True, rules: int = 2) -> list[str]:
     """Questions about a thing the character cannot know: its own, then (with ``frames``) the fact frames asked
-    of it, those with "your" only for a thing one could own ("a smartphone", not "the Second World War")."""
+    of it, those with "your" only for a thing one could own ("a smartphone", not "the Second World War");
+    with question ``rules`` 3 also frames that open as the facts' questions do."""
     if not frames:
         return list(anachronism["questions"])
     forms = said_forms(anachronism)
-    frames = PROBE_FRAMES + (OWNED_FRAMES if re.match(r"an? ", forms["a_thing"]) else [])
+    owned = re.match(r"an? ", forms["a_thing"])
+    frames = PROBE_FRAMES + (OWNED_FRAMES if owned else [])
+    if rules >= 3:
+        frames += FACT_WORD_FRAMES + (OWNED_FACT_WORD_FRAMES if owned else [])
     return [*anachronism["questions"], *(f.format(**forms) for f in frames)]
 
 
