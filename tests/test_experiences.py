@@ -175,7 +175,7 @@ def test_rules_3_ask_facts_and_probes_with_the_same_opening_words(beethoven):
     assert "Which person mocked you in The Clouds?" in fact_questions("Aristophanes mocked me in The Clouds.", rules=3)
     assert not any(q.startswith("Which person are") for q in fact_questions(
         "My sons are Lamprocles, Sophroniscus and Menexenus.", rules=3))
-    assert not any("which" in q.lower() for q in fact_questions("I was born in Athens around 470 BC."))
+    assert not any("which" in q.lower() for q in fact_questions("I was born in Athens around 470 BC.", rules=2))
     car = next(a for a in unknowable(beethoven) if a["said"] == "a car")
     war = next(a for a in unknowable(beethoven) if a["said"] == "the Second World War")
     for rules, shared in ((2, False), (3, True)):

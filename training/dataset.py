@@ -36,6 +36,7 @@ from plumbing.checks import check_whole_numbers
 from plumbing.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from plumbing.layout import dataset_folder
 from training.experience import Experience, experience_from
+from training.fact_questions import QUESTION_RULES
 from training.grounded_interviews import grounded_interviews, recall_dev_set
 from training.recall import DEV_FILE
 from training.retellings import retellings
@@ -64,12 +65,12 @@ class ExperienceOptions:
     probe_thinking: bool = field(default=True, metadata={
         "help": "A probe in a grounded interview is answered with a puzzled (thinking) line, then the reply; off, "
                 "with the reply alone, which names the thing at once."})
-    question_rules: int = field(default=2, metadata={
-        "help": "The rules that word the facts' questions: 2 also asks what a verb acts on ('What do you graft?'), "
-                "a named person's name and a place said as an adverb, and keeps every wording of a shipped interview "
-                "question out; 3 also asks with the words probes open with ('In which place …', 'Which person …') and "
-                "probes with the facts' ('When did you first hear of …'); 1 gives the datasets made before the evening "
-                "of 2026-11-28.",
+    question_rules: int = field(default=QUESTION_RULES, metadata={
+        "help": "The rules that word the facts' questions: 2 also asks what a verb acts on ('What do you graft?'), a "
+                "named person's name and a place said as an adverb, and keeps every wording of a shipped interview "
+                "question out; 3 (the default) also asks with the words probes open with ('In which place …', "
+                "'Which person …') and probes with the facts' ('When did you first hear of …'); 1 gives the datasets "
+                "made before the evening of 2026-11-28.",
         "choices": (1, 2, 3)})
     generator: str = field(default="local", metadata={"help": "local (the loaded model) or openai.",
                                                         "choices": ("local", "openai")})
@@ -192,7 +193,7 @@ def experience_tasks(character: Character, scenes: list[Scene], options: Experie
 
 
 def judge_reply(task: Task, reply: str, character: Character, source: str, seed: int,
-                rules: int = 2) -> tuple[Experience | None, list[dict]]:
+                rules: int = QUESTION_RULES) -> tuple[Experience | None, list[dict]]:
     """The experience a reply gives (a template one for an unusable protective reply), and the drops."""
     experience, reason = experience_from(reply, character, task.scene, task.kind, source, task.id)
     if experience and task.anachronism and knows_forbidden(experience.dialogue, character, task.anachronism):

@@ -7,18 +7,19 @@ topic ("Tell me about your father."), and yes/no forms. Each detail of the fact 
 place, a person, a number, a title) gets a question that leaves that detail out, so the rest of
 the fact becomes the cue that recalls it. Rules, not a model: a 135M model writes poor questions.
 
-``rules=2`` (the default since 2026-11-28's evening) also asks for what the verb acts on ("What do you
-graft?", "What did you dedicate to Countess Giulietta Guicciardi?"), for a named person's name ("What is
-your son's name?") and for a place said as an adverb ("Where does your son live?"), and drops broken forms
-the first rules wrote ("What were you born in Athens around 470?"). Without it, a fact such as "I press
-flowers." was asked only as "Is it true that you press flowers?", whose answer is in the question: a
-trained character recalled such facts from a question in other words far less often. ``rules=1`` gives the
-questions of the datasets made before.
+``rules=2`` (the default on 2026-11-28's evening) also asks for what the verb acts on ("What do you graft?",
+"What did you dedicate to Countess Giulietta Guicciardi?"), for a named person's name ("What is your son's
+name?") and for a place said as an adverb ("Where does your son live?"), and drops broken forms the first
+rules wrote ("What were you born in Athens around 470?"). Without it, a fact such as "I press flowers." was
+asked only as "Is it true that you press flowers?", whose answer is in the question: a trained character
+recalled such facts from a question in other words far less often. ``rules=1`` gives the questions of the
+datasets made before.
 
-``rules=3`` also asks with the question words that the probes of things a character cannot know open with
-("In which place were you born?", "In which year …", "Which person …"): with "Which" in probes only, a trained
-Socrates met "Which poison were you condemned to drink?" with puzzlement, deciding on the question's first
-word, not its thing. The probes in turn open with the facts' words (``training.protective_experiences``).
+``rules=3`` (``QUESTION_RULES``, the default since 2026-11-28's late evening) also asks with the question
+words that the probes of things a character cannot know open with ("In which place were you born?", "In which
+year …", "Which person …"): with "Which" in probes only, a trained Socrates met "Which poison were you
+condemned to drink?" with puzzlement, deciding on the question's first word, not its thing. The probes in turn
+open with the facts' words (``training.protective_experiences``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import Counter
 from characters.question_sets import held_out_questions
 from characters.schema import Character
 
+QUESTION_RULES = 3  # the rules datasets are made with unless asked otherwise (``ExperienceOptions.question_rules``)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 NOT_PROPER_NAMES = {"I", "My", "In", "The", "A", "An", "At", "On", "To", "From", *MONTHS}
@@ -298,7 +300,7 @@ def _object_question(statement: str, rules: int) -> tuple[str, str] | None:
     return f"What {asked}{rest}?", f"what {said}{rest}"
 
 
-def fact_questions(fact: str, rules: int = 2) -> list[str]:
+def fact_questions(fact: str, rules: int = QUESTION_RULES) -> list[str]:
     """Questions whose answer is ``fact`` (written in the first person), the most natural first; ``rules``
     as in the module's note."""
     statement = _front_phrase_to_end(second_person(fact))
@@ -380,7 +382,7 @@ def question_key(question: str) -> frozenset[str]:
     return frozenset(stem if len(stem) >= 3 else word for stem, word in zip(stems, words))
 
 
-def fact_wordings(character: Character, rules: int = 2) -> list[list[str]]:
+def fact_wordings(character: Character, rules: int = QUESTION_RULES) -> list[list[str]]:
     """The questions of each fact (``fact_questions`` with these ``rules``), less those that two facts would
     answer: they would teach either answer. With rules=2 also less those that ask no more than a question of
     another fact asks ("What did you write?" of the Missa solemnis, beside "What did you write in October

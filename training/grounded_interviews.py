@@ -10,12 +10,12 @@ from characters.scenes import INTERVIEW
 from characters.schema import Character
 from training.experience import Experience
 from plumbing.text import contains
-from training.fact_questions import fact_details, fact_wordings
+from training.fact_questions import QUESTION_RULES, fact_details, fact_wordings
 from characters.era import unknowable
 from training.protective_experiences import probe_questions, puzzled_reply
 
 
-def recall_dev_set(character: Character, rules: int = 2) -> list[dict]:
+def recall_dev_set(character: Character, rules: int = QUESTION_RULES) -> list[dict]:
     """One wording of each fact that has three or more, kept out of training to measure recall: a question
     other than the most natural one whose answer (a year, a name, a number of the fact) it does not give.
     Each row: the fact's index, the question and the words any of which a right answer holds."""
@@ -31,7 +31,7 @@ def recall_dev_set(character: Character, rules: int = 2) -> list[dict]:
 
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
                         probe_every: int = 0, dev: list[dict] = (), probe_frames: bool = True,
-                        probe_thinking: bool = True, rules: int = 2) -> list[Experience]:
+                        probe_thinking: bool = True, rules: int = QUESTION_RULES) -> list[Experience]:
     """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
     questions share one prompt, so training reads the prompt once for several facts). Every fact is
     asked ``phrasings`` times, its wordings taken in turn, so a fact with few wordings is not seen less

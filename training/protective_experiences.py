@@ -11,7 +11,7 @@ import re
 from characters.scenes import scene_catalogue
 from characters.schema import Character
 from training.experience import Experience
-from training.fact_questions import fact_questions, fact_wordings
+from training.fact_questions import QUESTION_RULES, fact_questions, fact_wordings
 
 def knows_forbidden(turns: list[dict], character: Character, anachronism: dict) -> bool:
     said = " ".join(t["content"] for t in turns if t["role"] == character.name).lower()
@@ -51,7 +51,7 @@ FACT_WORD_FRAMES = ["When did you first hear of {a_thing}?", "Where did you firs
 OWNED_FACT_WORD_FRAMES = ["Where is your {thing}?", "Who gave you your {thing}?", "How often do you use your {thing}?"]
 
 
-def probe_questions(anachronism: dict, frames: bool = True, rules: int = 2) -> list[str]:
+def probe_questions(anachronism: dict, frames: bool = True, rules: int = QUESTION_RULES) -> list[str]:
     """Questions about a thing the character cannot know: its own, then (with ``frames``) the fact frames asked
     of it, those with "your" only for a thing one could own ("a smartphone", not "the Second World War");
     with question ``rules`` 3 also frames that open as the facts' questions do."""
@@ -76,7 +76,7 @@ def puzzled_reply(character: Character, anachronism: dict, rng: random.Random, t
 
 
 def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str,
-                        rules: int = 2) -> Experience:
+                        rules: int = QUESTION_RULES) -> Experience:
     """A protective experience written from templates, for when the generator cannot write a usable one;
     ``rules`` of the facts' questions as in ``fact_wordings``."""
     fact = rng.choice(character.sims.facts) if character.sims.facts else f"I am {character.name}."
