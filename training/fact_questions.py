@@ -384,7 +384,7 @@ def question_key(question: str) -> frozenset[str]:
 
 def fact_wordings(character: Character, rules: int = QUESTION_RULES) -> list[list[str]]:
     """The questions of each fact (``fact_questions`` with these ``rules``), less those that two facts would
-    answer: they would teach either answer. With rules=2 also less those that ask no more than a question of
+    answer: they would teach either answer. From rules=2 on also less those that ask no more than a question
     another fact asks ("What did you write?" of the Missa solemnis, beside "What did you write in October
     1802?" of the Heiligenstadt Testament), and those that ask a question of the character's shipped
     interview set, in any frame ("Can you tell me what you are cataloguing?" for "What are you
