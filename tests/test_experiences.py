@@ -24,8 +24,8 @@ from training.dialogue import parse_dialogue
 from training.experience import experience_from
 from training.grounded_interviews import grounded_interviews, recall_dev_set
 from training.retellings import PROMPTS as RETELLING_PROMPTS, retellings
-from characters.era import era_end, unknowable
-from training.protective_experiences import knows_forbidden, probe_questions
+from characters.era import anachronisms, era_end, unknowable
+from training.protective_experiences import knows_forbidden, probe_questions, said_back
 from training.fact_questions import fact_questions, fact_wordings, question_key
 from engine.generators import GeneratorError, LocalGenerator, OpenAIGenerator
 
@@ -279,6 +279,27 @@ def test_every_third_grounded_interview_also_asks_about_something_unknowable(bee
     for item, other in zip(spoken, items):
         assert [t for t in other.dialogue if t["action"] != "(thinking)"] == item.dialogue
         assert all(t["action"] == "(speaking)" for t in item.dialogue)
+    # With the echo the answer first says the question back; all else is drawn the same.
+    echoed = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3, probe_echo=True)
+    for item, other in zip(echoed, items):
+        extra = [t for t in item.dialogue if t not in other.dialogue]
+        assert len(extra) == (1 if any(t["content"] in probes for t in item.dialogue) else 0)
+        if extra:
+            at = item.dialogue.index(extra[0])
+            question = item.dialogue[at - 1]["content"]
+            assert extra[0]["content"] == said_back(question, probes[question])
+            assert item.dialogue[at + 1]["action"] == "(thinking)"
+
+
+@pytest.mark.parametrize("thing, question, said", [
+    ("airplane", "How was your last flight on an aeroplane?", "My last flight on an aeroplane?"),
+    ("television", "What is your favourite television show?", "My favourite television show?"),
+    ("smartphone", "What apps do you have on your smartphone?", "My smartphone?"),
+    ("recording", "Which recording of your music do you like best?", "A recording?"),  # "your" after the thing
+    ("train", "Did you come here by train?", "A train?"),
+])
+def test_a_probe_said_back_keeps_the_words_a_facts_answer_opens_with_up_to_the_thing(thing, question, said):
+    assert said_back(question, next(a for a in anachronisms() if a["thing"] == thing)) == said
 
 
 def test_a_template_protective_experience_is_puzzled_by_the_thing_alone(beethoven):

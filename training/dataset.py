@@ -65,6 +65,9 @@ class ExperienceOptions:
     probe_thinking: bool = field(default=True, metadata={
         "help": "A probe in a grounded interview is answered with a puzzled (thinking) line, then the reply; off, "
                 "with the reply alone, which names the thing at once."})
+    probe_echo: bool = field(default=False, metadata={
+        "help": "A probe in a grounded interview is answered by first saying the question back ('My last flight on "
+                "an aeroplane?', else the thing: 'A train?'), so a fact and puzzlement part after the thing is named."})
     question_rules: int = field(default=QUESTION_RULES, metadata={
         "help": "The rules that word the facts' questions: 2 also asks what a verb acts on ('What do you graft?'), a "
                 "named person's name and a place said as an adverb, and keeps every wording of a shipped interview "
@@ -269,7 +272,7 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     dev = recall_dev_set(character, options.question_rules)
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
                                      options.probe_every, dev, options.probe_frames, options.probe_thinking,
-                                     options.question_rules)
+                                     options.question_rules, options.probe_echo)
     told = retellings(character, options.retellings, random.Random(options.seed))
     examples = [to_example(e, character) for e in experiences + interviews + told]
     # A dataset generated before there was a dev set may ask a dev question in a protective experience.

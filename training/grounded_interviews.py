@@ -12,7 +12,7 @@ from training.experience import Experience
 from plumbing.text import contains
 from training.fact_questions import QUESTION_RULES, fact_details, fact_wordings
 from characters.era import unknowable
-from training.protective_experiences import probe_questions, puzzled_reply
+from training.protective_experiences import probe_questions, puzzled_reply, said_back
 
 
 def recall_dev_set(character: Character, rules: int = QUESTION_RULES) -> list[dict]:
@@ -31,7 +31,8 @@ def recall_dev_set(character: Character, rules: int = QUESTION_RULES) -> list[di
 
 def grounded_interviews(character: Character, phrasings: int, rng: random.Random, per_interview: int = 4,
                         probe_every: int = 0, dev: list[dict] = (), probe_frames: bool = True,
-                        probe_thinking: bool = True, rules: int = QUESTION_RULES) -> list[Experience]:
+                        probe_thinking: bool = True, rules: int = QUESTION_RULES,
+                        probe_echo: bool = False) -> list[Experience]:
     """Interviews whose answers are the character's facts, ``per_interview`` questions each (several
     questions share one prompt, so training reads the prompt once for several facts). Every fact is
     asked ``phrasings`` times, its wordings taken in turn, so a fact with few wordings is not seen less
@@ -43,7 +44,9 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
     by every question it could not answer at once). With ``probe_frames`` a probe may also be asked in the
     frames the facts are asked in (``probe_questions``). Without ``probe_thinking`` the puzzled answer speaks
     at once, naming the thing, as the facts are answered: no "(thinking)" line, whose first token alone
-    would decide for puzzlement before the thing is said. ``rules`` are those of ``fact_wordings``."""
+    would decide for puzzlement before the thing is said. With ``probe_echo`` the answer first says the question
+    back ("My last flight on an aeroplane?", ``said_back``), in the words a fact's answer opens with, so the
+    choice between a fact and puzzlement comes after the thing is named. ``rules`` are those of ``fact_wordings``."""
     held = {(row["fact"], row["question"]) for row in dev}
     wordings = [[q for q in questions if (i, q) not in held]
                 for i, questions in enumerate(fact_wordings(character, rules))]
@@ -67,7 +70,8 @@ def grounded_interviews(character: Character, phrasings: int, rng: random.Random
             at = rng.randrange(len(turns) + 1)
             question = rng.choice(probe_questions(probe, probe_frames, rules))
             turns.insert(at, [{"role": "Interviewer", "action": "(speaking)", "content": question},
-                              *puzzled_reply(character, probe, rng, probe_thinking)])
+                              *puzzled_reply(character, probe, rng, probe_thinking,
+                                             said_back(question, probe) if probe_echo else "")])
         dialogue = [turn for pair in turns for turn in pair]
         items.append(Experience.in_scene(INTERVIEW, dialogue, source="facts", kind="interview", task=f"facts-{n}",
                                          emotion="", topic=""))

@@ -65,14 +65,27 @@ def probe_questions(anachronism: dict, frames: bool = True, rules: int = QUESTIO
     return [*anachronism["questions"], *(f.format(**forms) for f in frames)]
 
 
-def puzzled_reply(character: Character, anachronism: dict, rng: random.Random, thinking: bool = True) -> list[dict]:
-    """The character's turns when asked about a thing it cannot know: puzzled thinking (unless not
-    ``thinking``: the same draws of ``rng``), then a reply."""
+def said_back(question: str, anachronism: dict) -> str:
+    """The question said back from "your" on, when the thing is named after it, as the character repeats it
+    before puzzling over it: "How was your last flight on an aeroplane?" → "My last flight on an aeroplane?";
+    otherwise the thing alone ("A train?")."""
+    names = "|".join(map(re.escape, {anachronism["thing"], *anachronism.get("names", ())}))
+    yours = re.search(r"\byour\b", question, re.IGNORECASE)
+    if yours and re.search(rf"\b(?:{names})s?\b", question[yours.end():], re.IGNORECASE):
+        return f"My{question[yours.end():].rstrip('?.! ')}?"
+    return f"{said_forms(anachronism)['A_thing']}?"
+
+
+def puzzled_reply(character: Character, anachronism: dict, rng: random.Random, thinking: bool = True,
+                  echo: str = "") -> list[dict]:
+    """The character's turns when asked about a thing it cannot know: ``echo`` said first (``said_back``),
+    puzzled thinking (unless not ``thinking``: the same draws of ``rng``), then a reply."""
     forms = said_forms(anachronism)
     thought = {"role": character.name, "action": "(thinking)", "content": rng.choice(PUZZLED).format(**forms)}
     reply = {"role": character.name, "action": "(speaking)",
              "content": f"{rng.choice(OPENERS).format(**forms)} {rng.choice(CLOSERS)}"}
-    return [thought, reply] if thinking else [reply]
+    said = [{"role": character.name, "action": "(speaking)", "content": echo}] if echo else []
+    return [*said, thought, reply] if thinking else [*said, reply]
 
 
 def protective_template(character: Character, anachronism: dict, rng: random.Random, task: str,
