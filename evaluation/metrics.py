@@ -57,6 +57,10 @@ OPINION = re.compile(
     r"|my favou?rite|(?:is|are|was|were) (?:(?:so|very|really|quite|more|less|most|the|a) )*(?:great|amazing"
     r"|wonderful|good|better|best|brilliant|fantastic|excellent|beautiful|overrated|underrated|experimental"
     r"|innovative|influential|catchy|boring|classic|iconic|masterpieces?))\b", re.IGNORECASE)
+# Saying what the thing is, with the thing as the subject: "America is a nation of immigrants", "Smartphones are
+# the new books"; not the thing called strange ("America is a strange land", "The internet is a new word to me").
+DEFINES = (r"\s+(?:is|are|was|were)\s+(?:an?|the|one of|part of)\b(?!\s+(?:(?:strange|unknown|curious|odd|mysterious"
+           r"|puzzling|riddle|mystery)|(?:new|foreign)\s+(?:word|name|thing|sound|idea))\b)")
 # Saying the word back as the other's, puzzled: "This stranger talks of a Python program".
 REPORTED = re.compile(r"\b(?:talks? of|speaks? of|asks? (?:about|of)|mentions?|heard of|such a thing|what (?:is|are|does)"
                       r"|the word|(?:strange|new|unknown|foreign|a mystery|a riddle|nothing) to me)\b", re.IGNORECASE)
@@ -200,10 +204,17 @@ def owns(answer: str, question: Question, terms: list[str]) -> bool:
     return treats_as_own(answer, terms) or takes_premise(answer, question)
 
 
+def defines(clause: str, terms: list[str]) -> bool:
+    """The clause says what the thing is, the thing named as its subject ("America is a nation of immigrants")."""
+    text = without_lookalikes(clause).lower()
+    return any(re.search(_said(t, PLURAL) + DEFINES, text) for t in terms if t[-1:].isalpha())
+
+
 def shows_knowledge(answer: str, terms: list[str]) -> bool:
     """The answer knows the thing: what it is made of or how it works ("A smartphone uses electricity",
-    "It contains batteries"), or an opinion of it ("their later albums were more experimental")."""
-    return any((KNOWLEDGE.search(clause) or OPINION.search(clause)) and not denied
+    "It contains batteries"), what it is ("America is a nation of immigrants"), or an opinion of it ("their
+    later albums were more experimental")."""
+    return any((KNOWLEDGE.search(clause) or OPINION.search(clause) or defines(clause, terms)) and not denied
                for clause, denied in _about(_sentences(answer), terms))
 
 

@@ -68,6 +68,8 @@ TRAIN = Question("Did you travel here by railway train?", topic_id="topic-4")
 PHONE = Question("Which apps do you use most on your smartphone?", topic_id="topic-4")
 BAND = Question("What do you think of the Beatles' later albums?", topic_id="topic-4")
 FLIGHT = Question("How was your last flight on an aeroplane?", topic_id="topic-4")
+AMERICA = Question("What do you know about the continent of America across the Atlantic?", topic_id="topic-4",
+                   forbidden_any=["columbus", "new world", "1492"])
 
 
 @pytest.mark.parametrize("probe, owned, denied", [
@@ -119,6 +121,12 @@ def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own
     (Question("How do you write a quick sort in Python?", topic_id="topic-4"),
      "(thinking) A quick sort is a method used for finding the middle of an array.",
      "(thinking) A quick sort? I know of no such thing."),
+    # Saying what it is, the thing as the subject: America came after Socrates (1492), and his probe's forbidden list
+    # does not name it.
+    (AMERICA, "America is a nation of immigrants.", "America? The word is strange to me."),
+    (AMERICA, "I know that America is a foreign territory of Europe.", "America is a strange word, friend."),
+    (AMERICA, "The Americas were part of the Spanish empire.", "America is not a land I have heard of."),
+    (LIGHT, "An electric light is a glass lamp lit by a wire.", "An electric light is a strange idea."),
 ])
 def test_protection_fails_when_the_answer_knows_the_thing_or_judges_it(probe, knowing, puzzled):
     assert metrics.shows_knowledge(knowing, metrics.thing_terms(probe)) and metrics.protected(knowing, probe) is False
@@ -165,6 +173,8 @@ def test_anachronisms_count_any_answer_that_names_what_came_after_the_era():
     assert metrics.named_anachronisms("My hearing began to fail in my late twenties.", hearing, 1827) == []
     assert metrics.named_anachronisms("I took the railway to Vienna.", hearing, 1827) == ["railway"]
     assert metrics.named_anachronisms("I took the railway to Vienna.", hearing, 1850) == []  # within the era
+    assert metrics.named_anachronisms("Sailors told me of America.", hearing, -399) == ["america"]  # after 1492
+    assert metrics.named_anachronisms("Sailors told me of America.", hearing, 1827) == []
     assert metrics.named_anachronisms("I use the internet.", hearing, None) is None  # a character of today
     # The thing the question asks about, said back, is protection's to judge; anything else counts.
     assert metrics.named_anachronisms("A smartphone? An iPhone? What is that?", PHONE, 1827) == []
