@@ -298,7 +298,7 @@ def test_every_third_grounded_interview_also_asks_about_something_unknowable(bee
     ("recording", "Which recording of your music do you like best?", "A recording?"),  # "your" after the thing
     ("train", "Did you come here by train?", "A train?"),
 ])
-def test_a_probe_said_back_keeps_the_words_a_facts_answer_opens_with_up_to_the_thing(thing, question, said):
+def test_a_probe_said_back_opens_with_the_words_a_facts_answer_opens_with(thing, question, said):
     assert said_back(question, next(a for a in anachronisms() if a["thing"] == thing)) == said
 
 
