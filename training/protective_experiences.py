@@ -10,6 +10,7 @@ import re
 
 from characters.scenes import scene_catalogue
 from characters.schema import Character
+from plumbing.text import contains
 from training.experience import Experience
 from training.fact_questions import QUESTION_RULES, fact_questions, fact_wordings
 
@@ -69,10 +70,11 @@ def said_back(question: str, anachronism: dict) -> str:
     """The question said back from "your" on, when the thing is named after it, as the character repeats it
     before puzzling over it: "How was your last flight on an aeroplane?" → "My last flight on an aeroplane?";
     otherwise the thing alone ("A train?")."""
-    names = "|".join(map(re.escape, {anachronism["thing"], *anachronism.get("names", ())}))
     yours = re.search(r"\byour\b", question, re.IGNORECASE)
-    if yours and re.search(rf"\b(?:{names})s?\b", question[yours.end():], re.IGNORECASE):
-        return f"My{question[yours.end():].rstrip('?.! ')}?"
+    rest = question[yours.end():] if yours else ""
+    if any(contains(rest, name) or contains(rest, f"{name}s")
+           for name in (anachronism["thing"], *anachronism.get("names", ()))):
+        return f"My{rest.rstrip('?.! ')}?"
     return f"{said_forms(anachronism)['A_thing']}?"
 
 
