@@ -469,6 +469,14 @@ def test_a_stopped_run_resumes_without_redoing_work(beethoven, data_dir):
     tasks = [r["task"] for r in read_jsonl(out / "experiences.jsonl") + read_jsonl(out / "drops.jsonl")]
     assert sorted(tasks) == sorted(f"scene-{i}" for i in range(8))  # each scene once, none lost, none twice
     assert second.prompts == 8 - len(written)
+    # The settings say what wrote the dataset: a resume that changes the grounded interviews is recorded.
+    first_settings = json.loads((out / "settings.json").read_text())
+    assert first_settings["resumed"][0]["changed"] == {} and first_settings["phrasings"] == 1
+    options.phrasings, options.probe_echo = 2, True
+    build_dataset(beethoven, ScriptedGenerator(), options, out)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["phrasings"] == 2 and settings["probe_echo"] and settings["started"] == first_settings["started"]
+    assert settings["resumed"][1]["changed"] == {"phrasings": [1, 2], "probe_echo": [False, True]}
 
 
 def test_a_dataset_of_another_character_is_not_resumed(beethoven, data_dir):

@@ -6,7 +6,7 @@ examples, with a recall dev set kept out of them.
 goes, so a killed run resumes where it stopped. Files, under ``datasets/<character>/<id>/`` of the
 data folder (``plumbing.layout``):
 
-- ``settings.json``     the generation settings
+- ``settings.json``     the settings, those of the last resume if any, with what each resume changed
 - ``scenes.jsonl``      1. extracted scenes, one line per scene
 - ``experiences.jsonl`` 2–3. experiences and protective experiences (``training.experience``)
 - ``drops.jsonl``       dropped outputs with their reason
@@ -344,7 +344,12 @@ def build_dataset(character: Character, generator, options: ExperienceOptions, o
     previous = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else None
     if previous and previous.get("character") != character.name:
         raise ValueError(f"{out} holds a dataset of {previous.get('character')!r}, not {character.name!r}")
-    atomic_write_json(out / "settings.json", previous or settings)
+    if previous:  # the first run's settings, and what each resume changed (dataset.jsonl is the last one's)
+        changed = {k: [previous.get(k), v] for k, v in settings.items()
+                   if k not in ("started", "resume") and previous.get(k) != v}
+        settings = {**previous, **settings, "started": previous.get("started"),
+                    "resumed": [*previous.get("resumed", []), {"at": settings["started"], "changed": changed}]}
+    atomic_write_json(out / "settings.json", settings)
     report = progress or (lambda done, total, message: None)
     total = options.scenes + options.protective + 1
 
