@@ -23,7 +23,7 @@ from training.dataset import ExperienceOptions, Stopped, build_dataset, load_exa
 from training.dialogue import parse_dialogue
 from training.experience import experience_from
 from training.grounded_interviews import grounded_interviews, recall_dev_set
-from training.retellings import PROMPTS as RETELLING_PROMPTS, retellings
+from training.retellings import PROFILE_PROMPTS, PROMPTS as RETELLING_PROMPTS, retellings
 from characters.era import anachronisms, era_end, unknowable
 from training.protective_experiences import knows_forbidden, probe_questions, said_back
 from training.fact_questions import fact_questions, fact_wordings, question_key
@@ -254,6 +254,26 @@ def test_retellings_tell_every_fact_in_a_new_order_each_time(beethoven):
         assert item.kind == "retelling" and item.dialogue[0]["role"] == "Interviewer"
 
 
+def test_profile_retellings_tell_the_profile_in_a_new_order_each_time_with_the_full_name(data_dir):
+    from training.retellings import named, profile_retellings
+
+    socrates = CharacterStore(data_dir).load("Socrates")
+    told = profile_retellings(socrates, 2, random.Random(0))
+    versions = [" ".join(item.dialogue[-1]["content"] for item in told if item.task.startswith(f"profile-{v}-"))
+                for v in range(2)]
+    assert versions[0] != versions[1] and sorted(versions[0]) == sorted(versions[1])  # the same text, reordered
+    assert "Socrates wrote nothing." in versions[0] and "He wrote nothing." not in versions[0]
+    assert "Socrates's father Sophroniscus was a stonemason" in versions[0]
+    assert "the comic poet Aristophanes, who mocked him in The Clouds" in versions[0]  # pronouns inside stay
+    for item in told:
+        assert item.kind == "retelling" and item.source == "profile" and len(item.dialogue[-1]["content"].split()) < 200
+    assert named("Her garden is walled.", "Hazel") == "Hazel's garden is walled."
+    assert named("Hence the name.", "Hazel") == "Hence the name."  # a word that only opens like a pronoun
+    assert profile_retellings(socrates, 0, random.Random(0)) == []
+    # Off by default: a dataset is the same as before it existed.
+    assert ExperienceOptions(character="x").profile_retellings == 0
+
+
 def test_every_third_grounded_interview_also_asks_about_something_unknowable(beethoven):
     items = grounded_interviews(beethoven, 3, random.Random(0), per_interview=4, probe_every=3)
     probes = {q: a for a in unknowable(beethoven) for q in probe_questions(a)}
@@ -346,7 +366,7 @@ def test_interview_questions_are_held_out_from_training(data_dir):
     for name in names:
         character = store.load(name)
         taught = {q.lower() for fact in character.sims.facts for q in fact_questions(fact, rules=1)}
-        taught |= {q.lower() for q in RETELLING_PROMPTS}
+        taught |= {q.lower() for q in (*RETELLING_PROMPTS, *PROFILE_PROMPTS)}
         taught |= {q.lower() for thing in unknowable(character) for q in probe_questions(thing)}
         asked = {q.question.lower() for q in question_set(set_for(name))}
         assert not asked & taught, (name, asked & taught)
@@ -355,6 +375,7 @@ def test_interview_questions_are_held_out_from_training(data_dir):
         for rules in (2, 3):
             wordings = [q for questions in fact_wordings(character, rules) for q in questions]
             wordings += [q for thing in unknowable(character) for q in probe_questions(thing, rules=rules)]
+            wordings += PROFILE_PROMPTS
             assert not [q for q in wordings if question_key(q) in keys], (name, rules)
         wordings = [q for questions in fact_wordings(character) for q in questions]
         if name == "Hazel Thornbury":

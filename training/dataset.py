@@ -39,7 +39,7 @@ from training.experience import Experience, experience_from
 from training.fact_questions import QUESTION_RULES
 from training.grounded_interviews import grounded_interviews, recall_dev_set
 from training.recall import DEV_FILE
-from training.retellings import retellings
+from training.retellings import profile_retellings, retellings
 from training.prompts import EXPERIENCE, EXPERIENCE_PREFILL, PROTECTIVE, PROTECTIVE_PREFILL
 from characters.era import unknowable
 from training.protective_experiences import knows_forbidden, protective_template
@@ -57,6 +57,9 @@ class ExperienceOptions:
     per_interview: int = field(default=4, metadata={"help": "Questions per grounded interview."})
     retellings: int = field(default=4, metadata={
         "help": "First-person retellings of all the facts, each in a new order (0 = none)."})
+    profile_retellings: int = field(default=0, metadata={
+        "help": "Tellings of the profile, the biography in other words than the facts, as what others tell of the "
+                "character, each in a new order, with the full name for an opening pronoun (0 = none)."})
     probe_every: int = field(default=6, metadata={
         "help": "An anachronism probe in every Nth grounded interview, answered with puzzlement (0 = none)."})
     probe_frames: bool = field(default=True, metadata={
@@ -90,6 +93,7 @@ class ExperienceOptions:
 
     def __post_init__(self):
         check_whole_numbers(self, (("scenes", 0, 500), ("protective", 0, 500), ("phrasings", 0, 10), ("retellings", 0, 20),
+                                   ("profile_retellings", 0, 20),
                                    ("per_interview", 1, 16), ("probe_every", 0, 100), ("batch_size", 1, 64),
                                    ("max_in_flight", 1, 64), ("max_new_tokens", 32, 2048)))
         if self.question_rules not in (1, 2, 3):
@@ -273,7 +277,8 @@ def write_dataset(character: Character, options: ExperienceOptions, out: Path,
     interviews = grounded_interviews(character, options.phrasings, random.Random(options.seed), options.per_interview,
                                      options.probe_every, dev, options.probe_frames, options.probe_thinking,
                                      options.question_rules, options.probe_echo)
-    told = retellings(character, options.retellings, random.Random(options.seed))
+    told = retellings(character, options.retellings, random.Random(options.seed)) + profile_retellings(
+        character, options.profile_retellings, random.Random(f"profile-{options.seed}"))
     examples = [to_example(e, character) for e in experiences + interviews + told]
     # A dataset generated before there was a dev set may ask a dev question in a protective experience.
     asked = {m["content"] for e in examples for m in e["messages"] if m["role"] == "user"}

@@ -7,11 +7,17 @@ person named in full, mixed with question-and-answer data. The grounded intervie
 question-and-answer data; these are the retellings, answers to "tell me about yourself" in the
 interview setting. Each version is cut into parts of a few facts, so that no part is longer than a
 quick run's examples, and each part opens with the full name.
+
+The paper's retellings were also in other words. The character's profile is the biography in other words
+than its facts (third person, with what a thing is: "the comic poet Aristophanes, who mocked him in The
+Clouds"), so ``profile_retellings`` tell it too, as what others tell of the character, its sentences shuffled
+and the full name where a sentence opened with a pronoun.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
 from characters.scenes import INTERVIEW
 from characters.schema import Character
@@ -21,6 +27,11 @@ from training.experience import Experience
 PROMPTS = ("Tell me the story of your life.", "Tell me more about your life.", "What else do you remember?",
            "Please go on about your life.")
 FACTS_PER_PART = 8
+PROFILE_PROMPTS = ("What do others tell of you?", "How do others tell your story?",
+                   "What else do others tell of you?")
+SENTENCES_PER_PART = 4  # a profile's sentences are about twice a fact's length
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_OPENING_PRONOUN = re.compile(r"^(?:(?P<subject>He|She|They)|(?P<possessive>His|Her|Their))\b")
 
 
 def retellings(character: Character, versions: int, rng: random.Random) -> list[Experience]:
@@ -35,4 +46,26 @@ def retellings(character: Character, versions: int, rng: random.Random) -> list[
                         {"role": character.name, "action": "(speaking)", "content": told}]
             items.append(Experience.in_scene(INTERVIEW, dialogue, source="facts", kind="retelling",
                                              task=f"retelling-{v}-{p}", emotion="", topic=""))
+    return items
+
+
+def named(sentence: str, name: str) -> str:
+    """``sentence`` with the full name for the pronoun it opens with ("His father …" → "Socrates's father …")."""
+    return _OPENING_PRONOUN.sub(lambda m: name if m["subject"] else f"{name}'s", sentence, count=1)
+
+
+def profile_retellings(character: Character, versions: int, rng: random.Random) -> list[Experience]:
+    """``versions`` tellings of the profile by others, as the character repeats them, each in a fresh order."""
+    sentences = [named(s.strip(), character.name) for paragraph in character.sims.profile
+                 for s in _SENTENCE_END.split(paragraph) if s.strip()]
+    items = []
+    for v in range(versions if sentences else 0):
+        rng.shuffle(sentences)
+        for p, start in enumerate(range(0, len(sentences), SENTENCES_PER_PART)):
+            asked = PROFILE_PROMPTS[p % len(PROFILE_PROMPTS)]
+            dialogue = [{"role": "Interviewer", "action": "(speaking)", "content": asked},
+                        {"role": character.name, "action": "(speaking)",
+                         "content": " ".join(sentences[start:start + SENTENCES_PER_PART])}]
+            items.append(Experience.in_scene(INTERVIEW, dialogue, source="profile", kind="retelling",
+                                             task=f"profile-{v}-{p}", emotion="", topic=""))
     return items
