@@ -21,6 +21,7 @@ import re
 
 from characters.scenes import INTERVIEW
 from characters.schema import Character
+from engine.memory import memories_of
 from training.experience import Experience
 
 # Asked only here: none of them is worded like a fact question or a shipped interview question.
@@ -30,7 +31,6 @@ FACTS_PER_PART = 8
 PROFILE_PROMPTS = ("What do others tell of you?", "How do others tell your story?",
                    "What else do others tell of you?")
 SENTENCES_PER_PART = 4  # a profile's sentences are about twice a fact's length
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _OPENING_PRONOUN = re.compile(r"^(?:(?P<subject>He|She|They)|(?P<possessive>His|Her|Their))\b")
 
 
@@ -56,8 +56,7 @@ def named(sentence: str, name: str) -> str:
 
 def profile_retellings(character: Character, versions: int, rng: random.Random) -> list[Experience]:
     """``versions`` tellings of the profile by others, as the character repeats them, each in a fresh order."""
-    sentences = [named(s.strip(), character.name) for paragraph in character.sims.profile
-                 for s in _SENTENCE_END.split(paragraph) if s.strip()]
+    sentences = [named(text, character.name) for kind, text in memories_of(character) if kind == "profile"]
     items = []
     for v in range(versions if sentences else 0):
         rng.shuffle(sentences)
