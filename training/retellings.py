@@ -36,17 +36,8 @@ _OPENING_PRONOUN = re.compile(r"^(?:(?P<subject>He|She|They)|(?P<possessive>His|
 
 def retellings(character: Character, versions: int, rng: random.Random) -> list[Experience]:
     """``versions`` first-person retellings of the facts, each in a fresh order, as interview experiences."""
-    facts = list(character.sims.facts)
-    items = []
-    for v in range(versions):
-        rng.shuffle(facts)
-        for p, start in enumerate(range(0, len(facts), FACTS_PER_PART)):
-            told = " ".join([f"I am {character.name}.", *facts[start:start + FACTS_PER_PART]])
-            dialogue = [{"role": "Interviewer", "action": "(speaking)", "content": PROMPTS[p % len(PROMPTS)]},
-                        {"role": character.name, "action": "(speaking)", "content": told}]
-            items.append(Experience.in_scene(INTERVIEW, dialogue, source="facts", kind="retelling",
-                                             task=f"retelling-{v}-{p}", emotion="", topic=""))
-    return items
+    return _told(character, list(character.sims.facts), versions, rng, FACTS_PER_PART, PROMPTS, "facts", "retelling",
+                 opening=f"I am {character.name}.")
 
 
 def named(sentence: str, name: str) -> str:
@@ -57,14 +48,20 @@ def named(sentence: str, name: str) -> str:
 def profile_retellings(character: Character, versions: int, rng: random.Random) -> list[Experience]:
     """``versions`` tellings of the profile by others, as the character repeats them, each in a fresh order."""
     sentences = [named(text, character.name) for kind, text in memories_of(character) if kind == "profile"]
+    return _told(character, sentences, versions, rng, SENTENCES_PER_PART, PROFILE_PROMPTS, "profile", "profile")
+
+
+def _told(character: Character, pieces: list[str], versions: int, rng: random.Random, per_part: int,
+          prompts: tuple[str, ...], source: str, task: str, opening: str = "") -> list[Experience]:
+    """``versions`` tellings of ``pieces``, each shuffled anew and cut into parts of ``per_part``, each part the
+    answer (after ``opening``) to the next of ``prompts`` in the interview setting."""
     items = []
-    for v in range(versions if sentences else 0):
-        rng.shuffle(sentences)
-        for p, start in enumerate(range(0, len(sentences), SENTENCES_PER_PART)):
-            asked = PROFILE_PROMPTS[p % len(PROFILE_PROMPTS)]
-            dialogue = [{"role": "Interviewer", "action": "(speaking)", "content": asked},
-                        {"role": character.name, "action": "(speaking)",
-                         "content": " ".join(sentences[start:start + SENTENCES_PER_PART])}]
-            items.append(Experience.in_scene(INTERVIEW, dialogue, source="profile", kind="retelling",
-                                             task=f"profile-{v}-{p}", emotion="", topic=""))
+    for v in range(versions):
+        rng.shuffle(pieces)
+        for p, start in enumerate(range(0, len(pieces), per_part)):
+            told = " ".join([opening, *pieces[start:start + per_part]]).strip()
+            dialogue = [{"role": "Interviewer", "action": "(speaking)", "content": prompts[p % len(prompts)]},
+                        {"role": character.name, "action": "(speaking)", "content": told}]
+            items.append(Experience.in_scene(INTERVIEW, dialogue, source=source, kind="retelling",
+                                             task=f"{task}-{v}-{p}", emotion="", topic=""))
     return items
