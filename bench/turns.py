@@ -62,6 +62,7 @@ def main() -> None:
     from characters.store import CharacterStore
     from engine import Engine, EngineOptions, SamplingOptions
     from engine.cpu import speed_features
+    from engine.puzzlement import begun
     from engine.roleplay import turn_messages, with_memories
     from engine.shipped import shipped_adapters
     from engine.turn_end import SPEAKER_LINE, end_turn, is_own
@@ -90,9 +91,11 @@ def main() -> None:
                 for (character, _), messages in zip(pairs, conversations):
                     messages[0]["content"] = meta_prompt(character, examples=False)
             if args.memory:
-                conversations = [with_memories(engine, c, m, {}) for (c, _), m in zip(pairs, conversations)]
+                conversations = [with_memories(engine, c, m, {}, trained=adapter is not None)
+                                 for (c, _), m in zip(pairs, conversations)]
             # All at once: the engine's continuous batching keeps its rows full as replies end.
-            asked += zip(pairs, engine.generate_batch(conversations, sampling, adapter=adapter))
+            replies = engine.generate_batch(conversations, sampling, adapter=adapter)
+            asked += zip(pairs, [begun(m) + reply for m, reply in zip(conversations, replies)])
         for (character, question), reply in asked:
             tokens = len(engine.tokenizer(reply)["input_ids"])
             ended = "".join(end_turn([reply], character.name, sampling.max_new_tokens, {"new_tokens": tokens}))

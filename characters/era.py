@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from characters.schema import Character
+from plumbing.text import INFLECTION, PLURAL, says
 
 ANACHRONISMS_FILE = Path(__file__).with_name("anachronisms.json")
 
@@ -32,6 +33,18 @@ def without_lookalikes(text: str) -> str:
     that matching a name finds the thing itself."""
     pattern = _lookalikes()
     return pattern.sub(" ", text) if pattern else text
+
+
+def mentions(text: str, term: str) -> bool:
+    """``text`` says ``term``, as a whole word or phrase or, for a term ending in a letter, in an inflected
+    form of its last word ("railway" in "railways", "travel" in "I traveled"); a phrase that only looks like
+    a name does not count ("plane tree" is no plane)."""
+    return says(without_lookalikes(text), term, INFLECTION if len(term.split()[-1]) >= 5 else PLURAL)
+
+
+def things_named(text: str, things: tuple[dict, ...] | list[dict] | None = None) -> list[dict]:
+    """The anachronisms (of ``things``, else all) that ``text`` names by any of their names."""
+    return [a for a in (anachronisms() if things is None else things) if any(mentions(text, n) for n in a["names"])]
 
 
 def era_end(era: str) -> int | None:

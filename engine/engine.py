@@ -490,7 +490,10 @@ class Engine:
 
     def generate(self, messages: list[Message], sampling: SamplingOptions | None = None,
                  adapter: str | None = None, stop: threading.Event | None = None, stats: dict | None = None) -> str:
-        return "".join(self.stream(messages, sampling, adapter, stop, stats=stats))
+        """The whole reply, as ``generate_batch`` gives one: a conversation ending with an assistant message is
+        continued (the reply excludes that start)."""
+        return "".join(self.stream(messages, sampling, adapter, stop, continue_last=messages[-1]["role"] == "assistant",
+                                   stats=stats))
 
     def generate_batch(self, conversations: list[list[Message]], sampling: SamplingOptions | None = None,
                        adapter: str | None = None, stop: threading.Event | None = None,

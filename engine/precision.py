@@ -12,7 +12,11 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
   2.1-2.3x as fast as fp32 and decoded 8 rows 1.5x as fast, and 4-bit decoded 1.3-1.8x as fast but read prompts
   at two-thirds of fp32's speed. So the first start measures a prompt read and decode steps in each, prices a chat
   turn with them for one visitor and for eight (``faster``), and keeps the answer for this CPU, thread counts,
-  model and library versions (``plumbing.layout.precision_choices_dir``); later starts read it.
+  model and library versions (``plumbing.layout.precision_choices_dir``); later starts read it. The precisions
+  are measured in turns, ``ROUNDS`` times, and each figure is the median of its rounds: measured one after the
+  other, a burst of load during one precision's turn decided the choice for good (on the Xeon, beside a
+  training, bf16 decoded 8 rows no faster than fp32, 66.1 against 66.3 tokens/s, and fp32 was kept; three quiet
+  rounds the same morning gave bf16 1.5-2.0x).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ ROWS = (1, 8)  # one visitor, and a classroom's batch
 # 846), read in the engine's chunks, then decode steps after it. At a short context 4-bit's lead in decoding
 # looked twice what a crowd through the API gets, where attention over the prompt costs both the same.
 CONTEXT, WARM_STEPS, STEPS = 640, 1, 5
+ROUNDS = 3
 # A chat turn as priced: a prompt read (between an opened chat's new message with its memories, 55-80 tokens,
 # and a first turn's whole persona, 650-850), and a spoken reply.
 TURN_PROMPT, TURN_TOKENS = 256, 64
@@ -117,7 +122,7 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     measured (bitsandbytes' 4-bit failing to load, say): fp32, None, and the error (not kept, so a later start
     tries again)."""
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
-             [MEASURED, CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN],
+             [MEASURED, CONTEXT, ROWS, TURN_PROMPT, TURN_TOKENS, MARGIN, ROUNDS],
              version("bitsandbytes"), version("transformers"),
              torch.__version__]  # the installed versions: importing bitsandbytes costs 2 s, and fp32 needs none
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
@@ -130,14 +135,24 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
         log.warning("The kept precision choice %s cannot be read (%s); measuring again", kept, err)
     log.info("Measuring prompt reads and decode steps in %s to choose the precision (once on this CPU)",
              ", ".join(MEASURED))
-    speeds = {}
+    models, rounds = {}, []
     try:
         for precision in MEASURED:
-            speeds[precision] = on_short_lived_thread(functools.partial(
-                measured_speeds, source, precision, trust_remote_code, cache_dir, threads))
+            models[precision] = on_short_lived_thread(functools.partial(
+                load_model, source, precision, "cpu", trust_remote_code, cache_dir))
+        for _ in range(ROUNDS):
+            rounds.append({})
+            for precision in MEASURED:
+                rounds[-1][precision] = on_short_lived_thread(functools.partial(
+                    measured_speeds, models[precision], threads))
     except (ImportError, OSError, RuntimeError, ValueError) as err:
         log.warning("%s could not be measured on this CPU: %s", precision, err)
         return "fp32", None, f"{precision}: {err}"
+    finally:
+        models.clear()
+        gc.collect()
+    speeds = {p: {key: round(statistics.median(r[p][key] for r in rounds), 1) for key in rounds[0][p]}
+              for p in MEASURED}
     choice = {"precision": faster(speeds), "speeds": speeds, "measured": time.strftime("%Y-%m-%d"),
               "cpu": cpu_name(), "threads": {"decode": threads[0], "read": threads[1]}}
     try:
@@ -149,34 +164,28 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     return choice["precision"], speeds, choice["measured"]
 
 
-def measured_speeds(source: str, precision: str, trust_remote_code: bool, cache_dir: str | os.PathLike | None,
-                    threads: tuple[int, int]) -> dict[str, float]:
-    """Tokens/s with the engine's thread counts (decode, read): ``read``, of a ``CONTEXT``-token prompt read in
-    the engine's chunks; ``"1"``, ``"8"``, of a decode step of that many rows after it (the median of ``STEPS``
-    steps after ``WARM_STEPS``)."""
-    model = load_model(source, precision, "cpu", trust_remote_code, cache_dir).eval()
+def measured_speeds(model, threads: tuple[int, int]) -> dict[str, float]:
+    """Tokens/s of ``model`` with the engine's thread counts (decode, read): ``read``, of a ``CONTEXT``-token
+    prompt read in the engine's chunks; ``"1"``, ``"8"``, of a decode step of that many rows after it (the median
+    of ``STEPS`` steps after ``WARM_STEPS``)."""
     decode, read = threads
     speeds = {}
-    try:
-        with torch.inference_mode():
-            with cpu_threads(read):
-                model(input_ids=torch.ones(1, 8, dtype=torch.long))  # the first pass, where bitsandbytes repacks
-                prompt, started = new_cache(model.config), time.perf_counter()
-                for start in range(0, CONTEXT, PREFILL_CHUNK["cpu"]):
-                    chunk = min(PREFILL_CHUNK["cpu"], CONTEXT - start)
-                    model(input_ids=torch.ones(1, chunk, dtype=torch.long), past_key_values=prompt, use_cache=True)
-                speeds["read"] = round(CONTEXT / (time.perf_counter() - started), 1)
-            with cpu_threads(decode):
-                for rows in ROWS:
-                    cache = new_cache(model.config, [(layer.keys.repeat(rows, 1, 1, 1),
-                                                      layer.values.repeat(rows, 1, 1, 1)) for layer in prompt.layers])
-                    step, seconds = torch.ones(rows, 1, dtype=torch.long), []
-                    for _ in range(WARM_STEPS + STEPS):
-                        started = time.perf_counter()
-                        model(input_ids=step, past_key_values=cache, use_cache=True)
-                        seconds.append(time.perf_counter() - started)
-                    speeds[str(rows)] = round(rows / statistics.median(seconds[WARM_STEPS:]), 1)
-    finally:
-        del model
-        gc.collect()
+    with torch.inference_mode():
+        with cpu_threads(read):
+            model(input_ids=torch.ones(1, 8, dtype=torch.long))  # the first pass, where bitsandbytes repacks
+            prompt, started = new_cache(model.config), time.perf_counter()
+            for start in range(0, CONTEXT, PREFILL_CHUNK["cpu"]):
+                chunk = min(PREFILL_CHUNK["cpu"], CONTEXT - start)
+                model(input_ids=torch.ones(1, chunk, dtype=torch.long), past_key_values=prompt, use_cache=True)
+            speeds["read"] = round(CONTEXT / (time.perf_counter() - started), 1)
+        with cpu_threads(decode):
+            for rows in ROWS:
+                cache = new_cache(model.config, [(layer.keys.repeat(rows, 1, 1, 1),
+                                                  layer.values.repeat(rows, 1, 1, 1)) for layer in prompt.layers])
+                step, seconds = torch.ones(rows, 1, dtype=torch.long), []
+                for _ in range(WARM_STEPS + STEPS):
+                    started = time.perf_counter()
+                    model(input_ids=step, past_key_values=cache, use_cache=True)
+                    seconds.append(time.perf_counter() - started)
+                speeds[str(rows)] = round(rows / statistics.median(seconds[WARM_STEPS:]), 1)
     return speeds

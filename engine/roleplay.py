@@ -8,6 +8,7 @@ name when more than two take part.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from engine.engine import Engine
 from engine.memory import memory_of, remembering
 from engine.messages import MAX_MESSAGE_CHARS, check_text, clean_history
 from engine.options import SamplingOptions
+from engine.puzzlement import begin_puzzled, begun, shown, unheard_of
 from engine.turn_end import end_turn
 
 
@@ -55,29 +57,42 @@ def stream_turn(engine: Engine, character: Character, scene: Scene | None, histo
     """Stream ``character``'s reply, ended where the turn ends (``turn_end``). With ``continue_last`` the
     last assistant message is extended; ``stats`` is filled as ``Engine.stream`` fills it, with ``turn_end``.
     With ``memory`` the memories nearest the last message go into the prompt (``engine.memory``), and
-    ``stats["memories"]`` lists them."""
+    ``stats["memories"]`` lists them; a reply to a message that names a thing from after the character's era
+    begins in thought (``engine.puzzlement``)."""
     stats = {} if stats is None else stats
     messages = turn_messages(character, scene, history, message, user, user_persona, other, trained=bool(adapter))
     if memory:
-        messages = with_memories(engine, character, messages, stats)
+        messages = with_memories(engine, character, messages, stats, trained=bool(adapter))
+    start = begun(messages)
     if continue_last:
         if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
             messages.insert(len(messages) - 2, messages.pop())
         if messages[-1]["role"] != "assistant":
             raise ValueError("there is no reply of the character to continue")
+        start = ""  # the shown reply goes on; its start is already there
     sampling = sampling or SamplingOptions()
-    pieces = engine.stream(messages, sampling, adapter, stop, continue_last=continue_last, stats=stats)
-    return end_turn(pieces, character.name, sampling.max_new_tokens, stats)
+    pieces = engine.stream(messages, sampling, adapter, stop, continue_last=continue_last or bool(start), stats=stats)
+    return end_turn(itertools.chain([start] if start else [], pieces), character.name, sampling.max_new_tokens, stats)
 
 
-def with_memories(engine: Engine, character: Character, messages: list[dict], stats: dict) -> list[dict]:
-    """``messages`` with ``character``'s memories nearest the last thing said to it; ``stats["memories"]``
-    lists their texts (empty where the engine has no memory: a remote one)."""
+def with_memories(engine: Engine, character: Character, messages: list[dict], stats: dict,
+                  trained: bool = False) -> list[dict]:
+    """``messages`` with ``character``'s memories nearest the last thing said to it; for a ``trained`` character
+    (through its adapter), where that names things from after its era, also the reply begun in thought, left open
+    for the engine to go on with (``engine.puzzlement``; ``begun`` gives that start back: the base model, never
+    taught the thought, goes on "(thinking) Ah yes, I read at night by electricity"). ``stats["memories"]`` lists
+    both (empty where the engine has no memory: a remote one, which also cannot go on with a begun reply)."""
     memory = memory_of(engine)
+    if memory is None:
+        stats["memories"] = []
+        return messages
     said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    recollections = memory.recall(character, said) if memory is not None else []
-    stats["memories"] = [r.text for r in recollections]
-    return remembering(messages, character, recollections)
+    recollections = memory.recall(character, said)
+    asked = next((m["role"] for m in reversed(messages) if m["role"] != "system"), "") == "user"
+    unknown = unheard_of(character, said) if trained and asked else []  # not when a reply is continued
+    stats["memories"] = [r.text for r in recollections] + ([shown(unknown)] if unknown else [])
+    messages = remembering(messages, character, recollections)
+    return begin_puzzled(messages) if unknown else messages
 
 
 def client_turn(engine: Engine, character: Character, scene: Scene | None, history, message,

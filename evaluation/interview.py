@@ -20,6 +20,7 @@ from characters.schema import Character
 from engine.engine import Engine
 from engine.generators import OpenAIGenerator
 from engine.options import SamplingOptions
+from engine.puzzlement import begun
 from engine.roleplay import turn_messages, with_memories
 from engine.shipped import SHIPPED_DIR
 from evaluation import judge as llm_judge
@@ -150,13 +151,14 @@ def _pairs(results: list[dict], questions: list[Question], character: Character)
     return pairs
 
 
-def _prompt(engine: Engine, character: Character, messages: list[dict], memory: bool, stats: dict) -> list[dict]:
+def _prompt(engine: Engine, character: Character, messages: list[dict], memory: bool, stats: dict,
+            trained: bool) -> list[dict]:
     """``messages``, with the memories nearest the question when ``memory`` is on (listed in stats["memories"],
-    one list an answer)."""
+    one list an answer), as chat brings them (``with_memories``)."""
     if not memory:
         return messages
     used: dict = {}
-    messages = with_memories(engine, character, messages, used)
+    messages = with_memories(engine, character, messages, used, trained)
     stats.setdefault("memories", []).append(used["memories"])
     return messages
 
@@ -165,8 +167,9 @@ def ask_single(engine: Engine, character: Character, questions: list[Question], 
                sampling: SamplingOptions, batch_size: int, progress: Progress, stop: threading.Event | None,
                stats: dict, memory: bool = False) -> list[str]:
     """Each question on its own, ``batch_size`` answered at once: the next begins as soon as one ends."""
+    trained = bool(adapter)
     conversations = [_prompt(engine, character, turn_messages(character, scene, [], q.question, user=INTERVIEWER,
-                                                              trained=bool(adapter)), memory, stats)
+                                                              trained=trained), memory, stats, trained)
                      for q in questions]
     if stop is not None and stop.is_set():  # the batch would begin its first rows before seeing it
         return []
@@ -179,12 +182,12 @@ def ask_single(engine: Engine, character: Character, questions: list[Question], 
             replies.append(engine.generate(messages, sampling, adapter, stop, batch_stats))
             stats["new_tokens"] = stats.get("new_tokens", 0) + batch_stats.get("new_tokens", 0)
             progress(len(replies), len(questions), f"answered {len(replies)} of {len(questions)}")
-        return [a.strip() for a in replies]
-    replies = engine.generate_batch(conversations, sampling, adapter, stop, batch_stats, max_rows=batch_size,
-                                    progress=lambda done: progress(done, len(questions),
-                                                                   f"answered {done} of {len(questions)}"))
-    stats["new_tokens"] = stats.get("new_tokens", 0) + batch_stats.get("new_tokens", 0)
-    return [a.strip() for a in replies]
+    else:
+        replies = engine.generate_batch(conversations, sampling, adapter, stop, batch_stats, max_rows=batch_size,
+                                        progress=lambda done: progress(done, len(questions),
+                                                                       f"answered {done} of {len(questions)}"))
+        stats["new_tokens"] = stats.get("new_tokens", 0) + batch_stats.get("new_tokens", 0)
+    return [(begun(messages) + reply).strip() for messages, reply in zip(conversations, replies)]
 
 
 def ask_multi(engine: Engine, character: Character, questions: list[Question], scene: Scene, adapter: str | None,
@@ -192,13 +195,14 @@ def ask_multi(engine: Engine, character: Character, questions: list[Question], s
               memory: bool = False) -> list[str]:
     history: list[dict] = []
     answers: list[str] = []
+    trained = bool(adapter)
     for question in questions:
         if stop is not None and stop.is_set():
             break
         messages = _prompt(engine, character, turn_messages(character, scene, history, question.question,
-                                                            user=INTERVIEWER, trained=bool(adapter)), memory, stats)
+                                                            user=INTERVIEWER, trained=trained), memory, stats, trained)
         turn_stats: dict = {}
-        answer = engine.generate(messages, sampling, adapter, stop, turn_stats).strip()
+        answer = (begun(messages) + engine.generate(messages, sampling, adapter, stop, turn_stats)).strip()
         stats["new_tokens"] = stats.get("new_tokens", 0) + turn_stats.get("new_tokens", 0)
         history += [{"role": "user", "content": question.question, "name": INTERVIEWER},
                     {"role": "assistant", "content": answer, "name": character.name}]

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from characters.era import anachronisms, without_lookalikes
+from characters.era import anachronisms, mentions, things_named, without_lookalikes
 from characters.schema import Character
 from evaluation.questions import Question
-from plumbing.text import contains
+from plumbing.text import PLURAL, contains, said_pattern, says
 
 # Saying what one is not: an AI, a model, an assistant, a program.
 AI_SELF = re.compile(
@@ -43,10 +43,6 @@ FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us
 # A statement about oneself: it opens with I or my (after a stage note such as "(thinking)").
 SPEAKS_OF_SELF = re.compile(r"^\W*(?:\([^)]*\)\s*)?(?:i|i'm|i've|i'd|i'll|my)\b", re.IGNORECASE)
 PREMISE_WORDS = 2  # of the question's content words that a statement must say again to take its premise
-# A word said again in another form: "travel" → "traveled", "travelling"; "musket" → "muskets". A word of
-# under five letters only takes a plural ending ("car" → "cars", never "cared" or "card").
-INFLECTION = r"(?:s|es|d|ed|ing|ings|led|ling)?"
-PLURAL = r"(?:s|es)?"
 KNOWLEDGE = re.compile(
     r"\b(?:uses|using|contains?|consists? of|made (?:of|from|up of)|works? by|runs? on|powered by"
     r"|(?:is|are|was|were) used (?:to|for)|used for|designed (?:to|for)|allows?|lets you|enables?|connects?|transmits?"
@@ -90,7 +86,7 @@ LIST_LINE_WORDS = 5  # a line this short that ends no sentence is a fragment
 def accepted(answer: str, question: Question) -> list[str]:
     """The accepted answers of ``question`` that ``answer`` contains; one that ends in a letter also in the
     plural ("conversation books" for "conversation book"), as a reader would take it."""
-    return [term for term in question.expected_any if _says(answer, term, PLURAL)]
+    return [term for term in question.expected_any if says(answer, term, PLURAL)]
 
 
 def memorized(answer: str, question: Question) -> bool | None:
@@ -120,26 +116,6 @@ def stem(word: str) -> str:
     return word[:-1] if len(word) >= 5 and word[-1] == word[-2] and word[-1] not in "aeiou" else word
 
 
-def _said(term: str, ending: str) -> str:
-    """A pattern for ``term`` as a whole word or phrase with one of ``ending`` after its last word."""
-    return r"(?<![a-z0-9])" * term[:1].isalnum() + re.escape(term.lower()) + ending + r"(?![a-z0-9])"
-
-
-def _says(text: str, term: str, ending: str) -> bool:
-    """``text`` says ``term`` as a whole word or phrase (``contains``); one ending in a letter also with
-    ``ending`` after its last word."""
-    if not term[-1:].isalpha():
-        return contains(text, term)
-    return re.search(_said(term, ending), text.lower()) is not None
-
-
-def mentions(text: str, term: str) -> bool:
-    """``text`` says ``term``, as a whole word or phrase or, for a term ending in a letter, in an inflected
-    form of its last word ("railway" in "railways", "travel" in "I traveled"); a phrase that only looks like
-    a name does not count ("plane tree" is no plane)."""
-    return _says(without_lookalikes(text), term, INFLECTION if len(term.split()[-1]) >= 5 else PLURAL)
-
-
 def premise_words(question: Question) -> list[str]:
     """The question's content words, stemmed: what its premise says of the character ("soldier", "musket")."""
     return sorted({stem(w.strip("'")) for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
@@ -149,19 +125,15 @@ def thing_terms(question: Question) -> list[str]:
     """The words that name what a probe asks about: every name of a known anachronism the question uses
     (asked of a smartphone, "my phone" is the thing too), its forbidden content, else its own content words
     (Character-LLM's probes carry no forbidden list)."""
-    named = [n for a in _things_asked(question) for n in a["names"]]
+    named = [n for a in things_named(question.question) for n in a["names"]]
     terms = named + [t.strip() for t in question.forbidden_any if t.strip()]
     return terms or premise_words(question)
-
-
-def _things_asked(question: Question) -> list[dict]:
-    return [a for a in anachronisms() if any(mentions(question.question, n) for n in a["names"])]
 
 
 def other_names(answer: str, question: Question) -> list[str]:
     """Names of the asked-about thing that the answer knows and the question did not say ("Boeing" for an
     aeroplane, "Edison" for electric light), in a statement that does not deny it or say it back puzzled."""
-    names = [n for a in _things_asked(question) for n in a["names"] if not mentions(question.question, n)]
+    names = [n for a in things_named(question.question) for n in a["names"] if not mentions(question.question, n)]
     return [n for n in names if any(not denied for _, denied in _about(_sentences(answer), [n]))]
 
 
@@ -207,7 +179,7 @@ def owns(answer: str, question: Question, terms: list[str]) -> bool:
 def defines(clause: str, terms: list[str]) -> bool:
     """The clause says what the thing is, the thing named as its subject ("America is a nation of immigrants")."""
     text = without_lookalikes(clause).lower()
-    return any(re.search(_said(t, PLURAL) + DEFINES, text) for t in terms if t[-1:].isalpha())
+    return any(re.search(said_pattern(t, PLURAL) + DEFINES, text) for t in terms if t[-1:].isalpha())
 
 
 def shows_knowledge(answer: str, terms: list[str]) -> bool:
@@ -233,7 +205,7 @@ def probes(question: Question, era_end: int | None) -> bool:
     known thing it probes the question's premise ("Describe your years as a senator in ancient Rome.")."""
     if not question.is_probe or question.forbidden_any:
         return question.is_probe
-    things = _things_asked(question)
+    things = things_named(question.question)
     return not things or (era_end is not None and any(a["year"] > era_end for a in things))
 
 
@@ -252,10 +224,10 @@ def named_anachronisms(answer: str, question: Question, era_end: int | None) -> 
     # How the answer treats the thing asked about is protection's to judge, by any of its names ("phone"
     # names a smartphone and a telephone) and within them (the "computer" of "a computer program", asked
     # whether it is an AI).
-    asked = sorted({n for a in _things_asked(question) for n in a["names"]}, key=len, reverse=True)
+    asked = sorted({n for a in things_named(question.question) for n in a["names"]}, key=len, reverse=True)
     rest = answer
     for name in asked:
-        rest = re.sub(_said(name, PLURAL), " ", rest, flags=re.IGNORECASE)
+        rest = re.sub(said_pattern(name, PLURAL), " ", rest, flags=re.IGNORECASE)
     return sorted({n for a in anachronisms() if a["year"] > era_end for n in a["names"]
                    if n not in asked and mentions(rest, n)})
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from characters.store import CharacterStore
+from engine.puzzlement import shown, unheard_of
 from evaluation import metrics
 from evaluation.interview import InterviewOptions, interview, multi_turn_script
 from evaluation.judge import parse_scores
@@ -416,7 +417,7 @@ def test_cli_fails_with_one_line_for_a_bad_question_file(tmp_path):
 
 
 @pytest.mark.heavy
-def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
+def test_before_after_in_one_command(beethoven, small_set, adapter_dir, tmp_path):
     out = tmp_path / "before-after"
     done = subprocess.run([sys.executable, "-m", "evaluation", "before-after", "--character", "Ludwig van Beethoven",
                            "--adapter", str(adapter_dir), "--questions", str(small_set), "--max-new-tokens", "16",
@@ -429,7 +430,13 @@ def test_before_after_in_one_command(small_set, adapter_dir, tmp_path):
     remembering = read_report(out / "random-lora-memory.json")
     assert base["settings"]["adapter"] == "" and trained["settings"]["adapter"] == str(adapter_dir)
     assert remembering["settings"]["memory"] and not trained["settings"]["memory"]
-    assert all(len(r["memories"]) == 3 for r in remembering["results"]) and "memories" not in trained["results"][0]
+    # Three memories an answer, and for a probe of a thing from after his era the reply begun in thought.
+    for result in remembering["results"]:
+        named = unheard_of(beethoven, result["question"])
+        assert result["memories"][3:] == ([shown(named)] if named else []), result
+        assert result["answer"].startswith("(thinking)") or not named
+    assert len(remembering["results"][0]["memories"]) >= 3 and "memories" not in trained["results"][0]
+    assert any(unheard_of(beethoven, r["question"]) for r in remembering["results"])
     assert [r["question"] for r in base["results"]] == [r["question"] for r in trained["results"]]
     assert "| memorization |" in done.stdout
     assert "base model | base model + memory | random-lora | random-lora + memory" in (out / "comparison.md").read_text()

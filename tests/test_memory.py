@@ -15,8 +15,11 @@ from characters.chats import ChatStore, check_chat
 from characters.store import CharacterStore
 from engine.memory import Memory, memories_of, memory_of, remembering
 from engine.options import SamplingOptions
+from engine.puzzlement import begun, shown, unheard_of
 from engine.remote import RemoteEngine
 from engine.roleplay import stream_turn, turn_messages, with_memories
+from evaluation.interview import InterviewOptions, interview
+from evaluation.questions import Question
 from ui.chat_tab import MEMORIES_TITLE, NO_ADAPTER, NOBODY, ChatTab
 
 GREEDY_12 = (0.0, 0.9, 12, 1.1, 1, 0.0)  # temperature, top_p, max_new_tokens, repetition_penalty, seed, min_p
@@ -165,6 +168,66 @@ def test_a_reply_with_memory_streams_and_says_what_it_remembered(engine, data_di
     "".join(stream_turn(engine, newton, None, [], "Who funded the printing of your book?", short, stats=off))
     assert "memories" not in off
 
+
+def test_things_from_after_a_characters_era_are_found_by_the_words_a_message_uses(data_dir):
+    store = CharacterStore(data_dir)
+    beethoven, socrates, hazel = (store.load(n) for n in ("Ludwig van Beethoven", "Socrates", "Hazel Thornbury"))
+    assert unheard_of(beethoven, "Did you travel here by railway train?") == ["railway"]
+    assert unheard_of(beethoven, "Do the railways reach Vienna?") == ["railway"]  # in another form
+    assert unheard_of(beethoven, "Was it an aeroplane, or the railways?") == ["aeroplane", "railway"]
+    assert unheard_of(beethoven, "In which town did you come into the world?") == []
+    assert unheard_of(beethoven, "We sat under a plane tree.") == []  # only looks like a name
+    assert unheard_of(beethoven, "What do you know of America?") == []  # found before his time
+    assert unheard_of(socrates, "What do you know of America?") == ["america"]
+    assert unheard_of(socrates, "How do your soldiers load their muskets?") == []  # not in the catalogue
+    # A character of today (no era) has only never been an AI.
+    assert unheard_of(hazel, "How many parameters does your neural network have?") == ["neural network"]
+    assert unheard_of(hazel, "Which apps do you use most on your smartphone?") == []
+
+
+def test_a_trained_characters_reply_to_a_thing_after_its_era_begins_in_thought(engine, data_dir):
+    """With memory, through its adapter; not for a fact, not without memory, not for the base model (never taught
+    the thought), and not when a reply is continued."""
+    beethoven = CharacterStore(data_dir).load("Ludwig van Beethoven")
+    trained, short = "ludwig-van-beethoven-trained", SamplingOptions(temperature=0.0, max_new_tokens=16)
+    probe = "Did you travel here by railway train?"
+    stats: dict = {}
+    reply = "".join(stream_turn(engine, beethoven, None, [], probe, short, trained, stats=stats, memory=True))
+    assert reply.startswith("(thinking) ") and len(reply) > len("(thinking) ")
+    assert len(stats["memories"]) == 4 and stats["memories"][-1] == shown(["railway"])
+    assert shown(["railway"]) == 'Never heard of "railway": the reply begins in thought.'
+    asked = turn_messages(beethoven, None, [], probe, trained=True)
+    assert begun(with_memories(engine, beethoven, asked, {}, trained=True)) == "(thinking)"
+    assert begun(with_memories(engine, beethoven, asked, {}, trained=False)) == ""
+    for question, adapter, memory in ((probe, trained, False), (probe, None, True),
+                                      ("Who paid for your keep?", trained, True)):
+        other: dict = {}
+        "".join(stream_turn(engine, beethoven, None, [], question, short, adapter, stats=other, memory=memory))
+        assert all("Never heard of" not in m for m in other.get("memories", [])), (question, adapter, memory)
+    history = [{"role": "user", "content": probe, "name": "Anna"},
+               {"role": "assistant", "content": "I traveled", "name": beethoven.name}]
+    continued: dict = {}
+    more = "".join(stream_turn(engine, beethoven, None, history, None, short, trained, continue_last=True,
+                               stats=continued, memory=True))
+    assert not more.startswith("(thinking)") and all("Never heard of" not in m for m in continued["memories"])
+
+
+def test_an_interview_with_memory_begins_a_trained_characters_probe_answers_in_thought(engine, data_dir):
+    """One at a time (``Engine.generate``), in a batch (``generate_batch``) and turn after turn: the same answers,
+    each with the thought it was begun with, and the report's memories say so."""
+    beethoven = CharacterStore(data_dir).load("Ludwig van Beethoven")
+    questions = [Question("Did you travel here by railway train?", topic_id="topic-4"),
+                 Question("In which town did you come into the world?", expected_any=["Bonn"])]
+    reports = [interview(engine, beethoven, InterviewOptions(character=beethoven.name, adapter="ludwig-van-beethoven-"
+                                                             "trained", memory=True, max_new_tokens=24, mode=mode,
+                                                             batch_size=rows, turns=2), questions)
+               for mode, rows in (("single", 1), ("single", 2), ("multi", 1))]
+    for report in reports:
+        probe, fact = report["results"]
+        assert probe["answer"].startswith("(thinking) ") and probe["memories"][-1] == shown(["railway"])
+        assert all("Never heard of" not in m for m in fact["memories"])
+    assert reports[0]["results"] == reports[1]["results"]
+    assert reports[2]["results"][0]["answer"] == reports[0]["results"][0]["answer"]  # the first turn is alone
 
 def test_a_remote_engine_has_no_memory_and_the_turn_goes_on_without_it(data_dir):
     remote = object.__new__(RemoteEngine)  # no server needed: what it lacks is in its class

@@ -10,7 +10,7 @@ import re
 
 from characters.scenes import scene_catalogue
 from characters.schema import Character
-from plumbing.text import contains
+from plumbing.text import PLURAL, says
 from training.experience import Experience
 from training.fact_questions import QUESTION_RULES, fact_questions, fact_wordings
 
@@ -72,8 +72,7 @@ def said_back(question: str, anachronism: dict) -> str:
     otherwise the thing alone ("A train?")."""
     yours = re.search(r"\byour\b", question, re.IGNORECASE)
     rest = question[yours.end():] if yours else ""
-    if any(contains(rest, name) or contains(rest, f"{name}s")
-           for name in (anachronism["thing"], *anachronism.get("names", ()))):
+    if any(says(rest, name, PLURAL) for name in (anachronism["thing"], *anachronism.get("names", ()))):
         return f"My{rest.rstrip('?.! ')}?"
     return f"{said_forms(anachronism)['A_thing']}?"
 

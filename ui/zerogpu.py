@@ -171,7 +171,8 @@ class ZeroGPUEngine:
             pieces.close()  # ends the call: the worker's reply stops there
 
     def generate(self, messages, sampling=None, adapter=None, stop=None, stats=None) -> str:
-        return "".join(self.stream(messages, sampling, adapter, stop, stats=stats))
+        return "".join(self.stream(messages, sampling, adapter, stop, continue_last=messages[-1]["role"] == "assistant",
+                                   stats=stats))
 
     def generate_batch(self, conversations, sampling: SamplingOptions | None = None, adapter: str | None = None,
                        stop: threading.Event | None = None, stats: dict | None = None, max_rows: int | None = None,
