@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,41 @@ def cpu_kind() -> str:
     """The CPU's kind as the page footer names it: "AVX-512 BF16", "AVX2" or "no AVX2"."""
     features = cpu_features()
     return "AVX-512 BF16" if "avx512_bf16" in features else "AVX2" if "avx2" in features else "no AVX2"
+
+
+def _busy_cpu() -> tuple[float, int] | None:
+    """CPU seconds all processes have run since boot, and the CPUs they ran on (Linux's /proc/stat; in a
+    container without its own view, the host's); None where it cannot be read."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in lines[0].split()[1:9])
+    except (OSError, IndexError, ValueError):
+        return None
+    cpus = sum(line.startswith("cpu") and line[3:4].isdigit() for line in lines) or 1
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), cpus
+
+
+class OtherWork:
+    """How much of the CPUs other processes used from its making to ``share()``: from the CPUs' busy time less
+    this process's own (stolen time counts as others'). A speed measured while others work is theirs to decide."""
+
+    def __init__(self):
+        self.started, self.busy, self.own = time.monotonic(), _busy_cpu(), time.process_time()
+
+    def share(self) -> float | None:
+        """Others' share of the CPUs' time so far (0 to 1), or None where it cannot be known."""
+        busy, wall = _busy_cpu(), time.monotonic() - self.started
+        if busy is None or self.busy is None or wall <= 0:
+            return None
+        others = busy[0] - self.busy[0] - (time.process_time() - self.own)
+        return round(min(1.0, max(0.0, others / (wall * busy[1]))), 2)
+
+
+def others_now(seconds: float = 0.25) -> float | None:
+    """Other processes' share of the CPUs over the next ``seconds``."""
+    work = OtherWork()
+    time.sleep(seconds)
+    return work.share()
 
 
 @contextmanager

@@ -16,7 +16,10 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
   are measured in turns, ``ROUNDS`` times, and each figure is the median of its rounds: measured one after the
   other, a burst of load during one precision's turn decided the choice for good (on the Xeon, beside a
   training, bf16 decoded 8 rows no faster than fp32, 66.1 against 66.3 tokens/s, and fp32 was kept; three quiet
-  rounds the same morning gave bf16 1.5-2.0x).
+  rounds the same morning gave bf16 1.5-2.0x). Rounds do not help against work that lasts the whole
+  measurement (a test suite on both cores: bf16 measured 1.5x slower than fp32 for one visitor, and fp32 kept),
+  so a choice measured while other processes used more than ``BUSY`` of the CPUs is kept with that share, used,
+  and measured again at a later start that finds the CPUs free.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from engine.batching import PREFILL_CHUNK
-from engine.cpu import cpu_features, cpu_kind, cpu_name, cpu_threads, on_short_lived_thread
+from engine.cpu import OtherWork, cpu_features, cpu_kind, cpu_name, cpu_threads, on_short_lived_thread, others_now
 from engine.kv_cache import new_cache
 from engine.loading import load_model, weights_identity
 from plumbing.files import atomic_write_json
@@ -53,6 +56,7 @@ ROWS = (1, 8)  # one visitor, and a classroom's batch
 # looked twice what a crowd through the API gets, where attention over the prompt costs both the same.
 CONTEXT, WARM_STEPS, STEPS = 640, 1, 5
 ROUNDS = 3
+BUSY = 0.25  # of the CPUs' time, used by other processes while measuring
 # A chat turn as priced: a prompt read (between an opened chat's new message with its memories, 55-80 tokens,
 # and a first turn's whole persona, 650-850), and a spoken reply.
 TURN_PROMPT, TURN_TOKENS = 256, 64
@@ -118,7 +122,8 @@ def faster(speeds: dict[str, dict[str, float]]) -> str:
 def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.PathLike | None,
                     threads: tuple[int, int]) -> tuple[str, dict | None, str]:
     """The precision that serves chat fastest on this CPU (``faster``), the speeds it was chosen from, and when
-    they were measured: read from the kept choice, else measured now and kept. Where one of them cannot be
+    they were measured (``_when``): read from the kept choice, else measured now and kept; a choice measured on
+    busy CPUs is measured again once they are free. Where one of them cannot be
     measured (bitsandbytes' 4-bit failing to load, say): fp32, None, and the error (not kept, so a later start
     tries again)."""
     parts = [cpu_name(), sorted(cpu_features()), os.cpu_count(), threads, *weights_identity(source),
@@ -128,14 +133,18 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
         choice = json.loads(kept.read_text())
-        return choice["precision"], choice["speeds"], choice["measured"]
+        others = choice.get("others") or 0
+        if others <= BUSY or (now := others_now()) is None or now > BUSY:
+            return choice["precision"], choice["speeds"], _when(choice)
+        log.info("The kept precision choice was measured while other work used %.0f %% of the CPUs; measuring "
+                 "again, now that they are free", 100 * others)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("The kept precision choice %s cannot be read (%s); measuring again", kept, err)
     log.info("Measuring prompt reads and decode steps in %s to choose the precision (once on this CPU)",
              ", ".join(MEASURED))
-    models, rounds = {}, []
+    models, rounds, work = {}, [], OtherWork()
     try:
         for precision in MEASURED:
             models[precision] = on_short_lived_thread(functools.partial(
@@ -154,14 +163,21 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     speeds = {p: {key: round(statistics.median(r[p][key] for r in rounds), 1) for key in rounds[0][p]}
               for p in MEASURED}
     choice = {"precision": faster(speeds), "speeds": speeds, "measured": time.strftime("%Y-%m-%d"),
-              "cpu": cpu_name(), "threads": {"decode": threads[0], "read": threads[1]}}
+              "cpu": cpu_name(), "threads": {"decode": threads[0], "read": threads[1]}, "others": work.share()}
     try:
         atomic_write_json(kept, choice)
     except OSError as err:  # a read-only or full disk: measured again at the next start
         log.warning("The precision choice was not kept in %s: %s", kept, err)
-    log.info("Speeds (tokens/s: a prompt read, decode steps by rows at once): %s; chose %s", speeds,
-             choice["precision"])
-    return choice["precision"], speeds, choice["measured"]
+    log.info("Speeds (tokens/s: a prompt read, decode steps by rows at once): %s; chose %s (%s)", speeds,
+             choice["precision"], _when(choice))
+    return choice["precision"], speeds, _when(choice)
+
+
+def _when(choice: dict) -> str:
+    """When the kept ``choice`` was measured, and how busy the CPUs were then if that was too busy to trust."""
+    others = choice.get("others") or 0
+    busy = f", while other work used {others:.0%} of the CPUs" if others > BUSY else ""
+    return choice["measured"] + busy
 
 
 def measured_speeds(model, threads: tuple[int, int]) -> dict[str, float]:

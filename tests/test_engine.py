@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -127,6 +130,9 @@ def test_auto_precision_with_avx512_bf16_measures_each_once_and_keeps_the_faster
 
     monkeypatch.setattr(precision, "load_model", load_spy)
     monkeypatch.setattr(precision, "measured_speeds", spy)
+    # Measured in a loaded suite, the choice may say the CPUs were busy; it is measured again only once they are
+    # free (tested below), which this test does not wait for.
+    monkeypatch.setattr(precision, "others_now", lambda: 1.0)
     chosen, why = precision.auto_precision(engine.source, on_cuda=False, cache_dir=tmp_path, threads=(1, 2))
     assert sorted(loaded.values()) == sorted(precision.MEASURED)  # each loaded once, measured in turns
     assert measured == list(precision.MEASURED) * precision.ROUNDS
@@ -222,6 +228,54 @@ def test_auto_precision_takes_each_figure_s_median_of_rounds_measured_in_turns(e
     assert chosen == "bf16", why
     [kept] = (tmp_path / "precision").glob("*.json")
     assert json.loads(kept.read_text())["speeds"] == quiet
+
+
+def test_a_precision_measured_on_busy_cpus_is_used_and_measured_again_once_they_are_free(engine, monkeypatch,
+                                                                                        tmp_path):
+    """Work that lasts the whole measurement (a test suite on both cores) is not evened out by rounds: the choice
+    says how busy the CPUs were, is kept and used, and the next start that finds them free measures again."""
+    from engine import precision
+
+    def rows(read, one, eight):
+        return {"read": read, "1": one, "8": eight}
+
+    busy = {"fp32": rows(208.3, 10.3, 41.8), "bf16": rows(339.3, 6.6, 50.4), "4bit": rows(67.1, 10.0, 38.5)}
+    quiet = {"fp32": rows(450.0, 19.0, 74.0), "bf16": rows(980.0, 20.0, 133.0), "4bit": rows(300.0, 18.0, 87.0)}
+    cpus = {"during": 0.5, "now": 0.5}  # others' share of the CPUs, as engine.cpu reads it from /proc/stat
+    calls = []
+    cpu_with(monkeypatch, add={"avx512_bf16"})
+    monkeypatch.setattr(precision, "load_model", lambda source, p, *_: p)
+    monkeypatch.setattr(precision, "measured_speeds", lambda p, threads: calls.append(p) or
+                        (busy if cpus["during"] > precision.BUSY else quiet)[p])
+    monkeypatch.setattr(precision.OtherWork, "share", lambda self: cpus["during"])
+    monkeypatch.setattr(precision, "others_now", lambda: cpus["now"])
+    chosen, why = precision.auto_precision(engine.source, on_cuda=False, cache_dir=tmp_path)
+    assert chosen == "fp32" and why.endswith(", while other work used 50% of the CPUs)"), why
+    [kept] = (tmp_path / "precision").glob("*.json")
+    assert json.loads(kept.read_text())["others"] == 0.5
+    measured = len(calls)
+    assert precision.auto_precision(engine.source, on_cuda=False, cache_dir=tmp_path) == (chosen, why)
+    assert len(calls) == measured  # still busy: the kept choice is used
+    cpus.update(during=0.0, now=0.0)
+    chosen, why = precision.auto_precision(engine.source, on_cuda=False, cache_dir=tmp_path)
+    assert len(calls) == 2 * measured and chosen == "bf16" and "other work" not in why
+    assert json.loads(kept.read_text())["others"] == 0.0
+    monkeypatch.setattr(precision, "others_now", lambda: pytest.fail("a choice measured on free CPUs is trusted"))
+    assert precision.auto_precision(engine.source, on_cuda=False, cache_dir=tmp_path) == (chosen, why)
+
+
+def test_other_processes_work_on_the_cpus_is_seen():
+    """A process spinning on one CPU is at least most of one CPU's share (others may add to it in a busy suite)."""
+    from engine.cpu import others_now
+
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+    spinning = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)
+        assert others_now(1.0) >= 0.8 / os.cpu_count()
+    finally:
+        spinning.kill()
+        spinning.wait()
 
 def test_streams_several_pieces(engine):
     pieces = list(engine.stream(BEETHOVEN, GREEDY))
