@@ -112,10 +112,12 @@ def test_auto_precision_is_4bit_on_cuda_or_for_a_large_model_and_fp32_without_av
 
 def test_auto_precision_with_avx512_bf16_measures_each_once_and_keeps_the_faster(engine, monkeypatch, tmp_path):
     """Measured for real on this CPU (shown the AVX-512 BF16 flag where it lacks it: the measurement then runs
-    on its own kernels); the choice is the one the kept speeds give, and the next start reads it."""
+    on its own kernels); the choice is the one the kept speeds give, and the next start reads it. One round: the
+    three rounds cost 50 s more in a loaded suite, and their medians are tested with given speeds below."""
     from engine import precision
 
     cpu_with(monkeypatch, add={"avx512_bf16"})
+    monkeypatch.setattr(precision, "ROUNDS", 1)
     load, measure, loaded, measured, on = precision.load_model, precision.measured_speeds, {}, [], []
 
     def load_spy(source, p, *args):
