@@ -17,7 +17,7 @@ On CUDA it is 4-bit NF4 with bf16 compute. On a CPU it is the precision that ser
   other, a burst of load during one precision's turn decided the choice for good (on the Xeon, beside a
   training, bf16 decoded 8 rows no faster than fp32, 66.1 against 66.3 tokens/s, and fp32 was kept; three quiet
   rounds the same morning gave bf16 1.5-2.0x). Rounds do not help against work that lasts the whole
-  measurement (a test suite on both cores: bf16 measured 1.5x slower than fp32 for one visitor, and fp32 kept),
+  measurement (a test suite on both cores: bf16 measured 1.6x slower than fp32 for one visitor, and fp32 kept),
   so a choice measured while other processes used more than ``BUSY`` of the CPUs is kept with that share, used,
   and measured again at a later start that finds the CPUs free.
 """
