@@ -61,15 +61,14 @@ def stream_turn(engine: Engine, character: Character, scene: Scene | None, histo
     begins in thought (``engine.puzzlement``)."""
     stats = {} if stats is None else stats
     messages = turn_messages(character, scene, history, message, user, user_persona, other, trained=bool(adapter))
-    if memory:
-        messages = with_memories(engine, character, messages, stats, trained=bool(adapter))
-    start = begun(messages)
     if continue_last:
         if messages[-1]["role"] == "system":  # post-history instructions go before the reply being continued
             messages.insert(len(messages) - 2, messages.pop())
         if messages[-1]["role"] != "assistant":
             raise ValueError("there is no reply of the character to continue")
-        start = ""  # the shown reply goes on; its start is already there
+    if memory:  # a reply being continued is not begun again (with_memories begins only a reply to a message)
+        messages = with_memories(engine, character, messages, stats, trained=bool(adapter))
+    start = begun(messages)
     sampling = sampling or SamplingOptions()
     pieces = engine.stream(messages, sampling, adapter, stop, continue_last=continue_last or bool(start), stats=stats)
     return end_turn(itertools.chain([start] if start else [], pieces), character.name, sampling.max_new_tokens, stats)

@@ -210,6 +210,8 @@ def test_a_trained_characters_reply_to_a_thing_after_its_era_begins_in_thought(e
     more = "".join(stream_turn(engine, beethoven, None, history, None, short, trained, continue_last=True,
                                stats=continued, memory=True))
     assert not more.startswith("(thinking)") and all("Never heard of" not in m for m in continued["memories"])
+    with pytest.raises(ValueError, match="no reply of the character to continue"):  # not a begun one either
+        stream_turn(engine, beethoven, None, history[:1], None, short, trained, continue_last=True, memory=True)
 
 
 def test_an_interview_with_memory_begins_a_trained_characters_probe_answers_in_thought(engine, data_dir):
