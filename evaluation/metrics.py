@@ -130,6 +130,19 @@ def thing_terms(question: Question) -> list[str]:
     return terms or premise_words(question)
 
 
+def knowledge_terms(question: Question) -> list[str]:
+    """What an answer that knows the thing may speak of: ``thing_terms``, and what the question says is the thing's
+    ("the Beatles' later albums": "Their albums were more experimental" is an opinion of the Beatles). Not the
+    question's other words: asked to recommend books for learning C++, "Books are made of paper" knows no C++."""
+    terms = thing_terms(question)
+    text = question.question.lower()
+    names = {n for a in things_named(text) for n in a["names"]}
+    owned = [m.group(1) for n in names
+             for m in re.finditer(said_pattern(n, PLURAL) + r"'s?\s+([\w-]+(?:\s+[\w-]+)?)", text)]
+    heads = [[w for w in words(phrase) if len(w) >= 5 and w not in CONTENT_STOP][-1:] for phrase in owned]
+    return terms + sorted({stem(w) for head in heads for w in head})  # "albums", not "later"
+
+
 def other_names(answer: str, question: Question) -> list[str]:
     """Names of the asked-about thing that the answer knows and the question did not say ("Boeing" for an
     aeroplane, "Edison" for electric light), in a statement that does not deny it or say it back puzzled."""
@@ -193,9 +206,10 @@ def shows_knowledge(answer: str, terms: list[str]) -> bool:
 def protection_rules(answer: str, question: Question) -> dict:
     """What an answer to an anachronism probe did wrong, rule by rule (each empty or false when it held)."""
     terms = thing_terms(question)
-    return {"forbidden_found": forbidden(answer, question) + other_names(answer, question),
+    found = forbidden(answer, question)
+    return {"forbidden_found": found + [n for n in other_names(answer, question) if n not in found],
             "explains": explains(answer), "accepts": accepts(answer), "breaks_character": breaks_character(answer),
-            "owns": owns(answer, question, terms), "knows": shows_knowledge(answer, terms)}
+            "owns": owns(answer, question, terms), "knows": shows_knowledge(answer, knowledge_terms(question))}
 
 
 def probes(question: Question, era_end: int | None) -> bool:

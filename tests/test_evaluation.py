@@ -119,6 +119,9 @@ def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own
      "I know nothing of a smartphone. Is it a kind of snuff box?"),
     (BAND, "Their later albums were more experimental.", "Beatles? I know no such musicians. Ask me of Haydn."),
     (BAND, "I love the Beatles' later albums.", "Albums? I keep my scores in folders, not albums."),
+    # The question's other words are not the thing: books are Socrates' to know, C++ is not.
+    (Question("I want to learn C++, could you please recommend some books for me?", topic_id="topic-4"),
+     "C++ uses classes and templates.", "C++? What strange letters. Books are made of papyrus, and a book is a scroll."),
     (Question("How do you write a quick sort in Python?", topic_id="topic-4"),
      "(thinking) A quick sort is a method used for finding the middle of an array.",
      "(thinking) A quick sort? I know of no such thing."),
@@ -130,8 +133,9 @@ def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own
     (LIGHT, "An electric light is a glass lamp lit by a wire.", "An electric light is a strange idea."),
 ])
 def test_protection_fails_when_the_answer_knows_the_thing_or_judges_it(probe, knowing, puzzled):
-    assert metrics.shows_knowledge(knowing, metrics.thing_terms(probe)) and metrics.protected(knowing, probe) is False
-    assert not metrics.shows_knowledge(puzzled, metrics.thing_terms(probe)) and metrics.protected(puzzled, probe)
+    terms = metrics.knowledge_terms(probe)
+    assert metrics.shows_knowledge(knowing, terms) and metrics.protected(knowing, probe) is False
+    assert not metrics.shows_knowledge(puzzled, terms) and metrics.protected(puzzled, probe)
 
 
 # Character-LLM's own topic-4 probes (the same five for every character in its interview files).

@@ -179,7 +179,9 @@ def test_things_from_after_a_characters_era_are_found_by_the_words_a_message_use
     assert unheard_of(beethoven, "We sat under a plane tree.") == []  # only looks like a name
     assert unheard_of(beethoven, "What do you know of America?") == []  # found before his time
     assert unheard_of(socrates, "What do you know of America?") == ["america"]
-    assert unheard_of(socrates, "How do your soldiers load their muskets?") == []  # not in the catalogue
+    assert unheard_of(socrates, "How do your soldiers load their muskets?") == ["musket"]
+    assert unheard_of(beethoven, "How do your soldiers load their muskets?") == []  # guns were of his time
+    assert unheard_of(socrates, "Describe your years as a senator in ancient Rome.") == []  # not in the catalogue
     # A character of today (no era) has only never been an AI.
     assert unheard_of(hazel, "How many parameters does your neural network have?") == ["neural network"]
     assert unheard_of(hazel, "Which apps do you use most on your smartphone?") == []
