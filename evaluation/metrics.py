@@ -16,7 +16,7 @@ from collections import Counter
 from characters.era import anachronisms, mentions, things_named, without_lookalikes
 from characters.schema import Character
 from evaluation.questions import Question
-from plumbing.text import PLURAL, contains, said_pattern, says
+from plumbing.text import FUNCTION_WORDS, PLURAL, contains, content_words, said_pattern, says, stem, words
 
 # Saying what one is not: an AI, a model, an assistant, a program.
 AI_SELF = re.compile(
@@ -73,9 +73,6 @@ PUZZLEMENT = re.compile(
     r"|i have no idea\b|i have never seen (?:one|such)\b)", re.IGNORECASE)
 NAME_TAG = re.compile(r"^\s*(?:(?:[A-Z][\w.'-]*|van|von|de|da|del|di|of|the|le|la)\s+){0,4}[A-Z][\w.'-]*:\s+")
 REFERS_BACK = re.compile(r"^\W*(?:it|they|them|these|those|this one)\b", re.IGNORECASE)
-CONTENT_STOP = set("""what which where when whose about would could should there their these those your yours
-have ever with from into like think tell know does doing been being than then them they this that just some
-much many more most very really also here favourite favorite things thing other people""".split())
 SPEAKER_TAG = re.compile(r"^\s*[A-Z][\w .'-]{0,40}:\s*")
 LOOP_NGRAM = 3
 LOOP_SHARE = 0.35  # an answer whose 3-grams repeat this much reads as a loop
@@ -107,18 +104,9 @@ def accepts(answer: str) -> bool:
     return ACCEPTING.search(SPEAKER_TAG.sub("", answer, count=1)) is not None
 
 
-def stem(word: str) -> str:
-    """``word`` without an ending that ``INFLECTION`` puts back ("travelling" → "travel", "muskets" → "musket")."""
-    for ending in ("ing", "ed", "es", "s"):
-        if word.endswith(ending) and len(word) - len(ending) >= 4:
-            word = word[:-len(ending)]
-            break
-    return word[:-1] if len(word) >= 5 and word[-1] == word[-2] and word[-1] not in "aeiou" else word
-
-
 def premise_words(question: Question) -> list[str]:
     """The question's content words, stemmed: what its premise says of the character ("soldier", "musket")."""
-    return sorted({stem(w.strip("'")) for w in words(question.question) if len(w) >= 5 and w not in CONTENT_STOP})
+    return sorted(content_words(question.question, 5))
 
 
 def thing_terms(question: Question) -> list[str]:
@@ -139,7 +127,7 @@ def knowledge_terms(question: Question) -> list[str]:
     names = {n for a in things_named(text) for n in a["names"]}
     owned = [m.group(1) for n in names
              for m in re.finditer(said_pattern(n, PLURAL) + r"'s?\s+([\w-]+(?:\s+[\w-]+)?)", text)]
-    heads = [[w for w in words(phrase) if len(w) >= 5 and w not in CONTENT_STOP][-1:] for phrase in owned]
+    heads = [[w for w in words(phrase) if len(w) >= 5 and w not in FUNCTION_WORDS][-1:] for phrase in owned]
     return terms + sorted({stem(w) for head in heads for w in head})  # "albums", not "later"
 
 
@@ -248,10 +236,6 @@ def named_anachronisms(answer: str, question: Question, era_end: int | None) -> 
 
 def breaks_character(answer: str) -> bool:
     return AI_SELF.search(answer) is not None
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[\w']+", text.lower())
 
 
 def repetition(answer: str, n: int = LOOP_NGRAM) -> float:

@@ -32,3 +32,27 @@ def says(text: str, term: str, ending: str) -> bool:
     if not term[-1:].isalpha():
         return contains(text, term)
     return re.search(said_pattern(term, ending), text.lower()) is not None
+
+
+# Words that carry no content of their own in a question or a memory ("What do you think of …", "Tell me about …").
+FUNCTION_WORDS = frozenset("""what which where when whose about would could should there their these those your yours
+have ever with from into like think tell know does doing been being than then them they this that just some
+much many more most very really also here favourite favorite things thing other people were will""".split())
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def stem(word: str) -> str:
+    """``word`` without an ending that ``INFLECTION`` puts back ("travelling" → "travel", "muskets" → "musket")."""
+    for ending in ("ing", "ed", "es", "s"):
+        if word.endswith(ending) and len(word) - len(ending) >= 4:
+            word = word[:-len(ending)]
+            break
+    return word[:-1] if len(word) >= 5 and word[-1] == word[-2] and word[-1] not in "aeiou" else word
+
+
+def content_words(text: str, shortest: int) -> set[str]:
+    """The stems of ``text``'s words of at least ``shortest`` letters that are not function words."""
+    return {stem(w.strip("'")) for w in words(text) if len(w) >= shortest and w not in FUNCTION_WORDS}

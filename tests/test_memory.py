@@ -13,7 +13,7 @@ import torch
 
 from characters.chats import ChatStore, check_chat
 from characters.store import CharacterStore
-from engine.memory import Memory, memories_of, memory_of, remembering
+from engine.memory import Memory, _Index, memories_of, memory_of, remembering
 from engine.options import SamplingOptions
 from engine.puzzlement import begun, shown, unheard_of
 from engine.remote import RemoteEngine
@@ -40,6 +40,25 @@ def test_a_question_in_other_words_finds_the_memory_that_answers_it(memory, data
     recalled = memory.recall(CharacterStore(data_dir).load(character), question)
     assert len(recalled) == 3 and recalled[0].score >= recalled[-1].score
     assert any(answer in r.text for r in recalled), [r.text for r in recalled]
+
+
+@pytest.mark.parametrize("character, question, answer", [
+    # The vectors alone put "I moved to Vienna in 1792." and "Chaerephon asked the oracle about me." first.
+    ("Ludwig van Beethoven", "In what year were you born?", "born in Bonn in December 1770"),
+    ("Socrates", "What did the oracle at Delphi say about you?", "no one is wiser"),
+])
+def test_a_question_that_shares_its_words_with_a_memory_finds_it_first(memory, data_dir, character, question, answer):
+    assert answer in memory.recall(CharacterStore(data_dir).load(character), question)[0].text
+
+
+def test_the_words_a_question_shares_with_a_memory_count_by_how_few_memories_say_them():
+    items = [("fact", "I was born in Athens around 470 BC."), ("fact", "My wife is Xanthippe."),
+             ("fact", "My wife Xanthippe was born in Athens."), ("fact", "I was condemned in Athens.")]
+    index = _Index(items, torch.randn(len(items), 8))
+    shared = index.words_shared("When were you born in Athens?")
+    assert shared[1] == 0 and shared[0] == shared[2] > shared[3] > 0  # "born" is rarer than "athens"
+    assert float(shared[0]) == pytest.approx(1.0)  # every content word it asks ("athens", "born") said
+    assert not index.words_shared("Is it so?").any()  # no content words: nothing to add
 
 
 def test_a_turn_goes_to_the_models_thread_once_for_its_memories_and_not_at_all_for_a_loaded_adapter(
