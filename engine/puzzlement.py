@@ -5,8 +5,10 @@ Protective experiences teach a character to meet such a thing with a "(thinking)
 on its reply's first token, and chooses by the question's wording rather than by the thing: "Did you travel here
 by railway train?" → "I traveled by train from Bonn to Vienna." The app knows the character's era and what
 came after it (``characters.era``), so where the character brings its memory it makes that first choice: the
-reply opens with "(thinking)" and the model goes on from there. A thing the catalogue does not name (Socrates'
-"muskets") gets no help, and what follows the thought is still the model's.
+reply opens with the words the protective experiences' thought opens with, "(thinking) This stranger talks of",
+and the model goes on from there ("… of my travels. I am Ludwig van Beethoven."). Opened with "(thinking)" alone,
+the thought went on to know the thing as often as not ("(thinking) I traveled by train only once."). A thing the
+catalogue does not name gets no help, and what follows is still the model's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 from characters.era import mentions, things_named, unknowable
 from characters.schema import Character
 
-THOUGHT = "(thinking)"
+STRANGER_TALKS_OF = "This stranger talks of"  # how a protective experience's puzzled thought may open
+THOUGHT = f"(thinking) {STRANGER_TALKS_OF}"
 SHOWN = "Never heard of {}: the reply begins in thought."  # how chat and reports list it among the memories
 
 

@@ -214,11 +214,12 @@ def test_a_trained_characters_reply_to_a_thing_after_its_era_begins_in_thought(e
     probe = "Did you travel here by railway train?"
     stats: dict = {}
     reply = "".join(stream_turn(engine, beethoven, None, [], probe, short, trained, stats=stats, memory=True))
-    assert reply.startswith("(thinking) ") and len(reply) > len("(thinking) ")
+    opened = "(thinking) This stranger talks of "
+    assert reply.startswith(opened) and len(reply) > len(opened)
     assert len(stats["memories"]) == 4 and stats["memories"][-1] == shown(["railway"])
     assert shown(["railway"]) == 'Never heard of "railway": the reply begins in thought.'
     asked = turn_messages(beethoven, None, [], probe, trained=True)
-    assert begun(with_memories(engine, beethoven, asked, {}, trained=True)) == "(thinking)"
+    assert begun(with_memories(engine, beethoven, asked, {}, trained=True)) == "(thinking) This stranger talks of"
     assert begun(with_memories(engine, beethoven, asked, {}, trained=False)) == ""
     for question, adapter, memory in ((probe, trained, False), (probe, None, True),
                                       ("Who paid for your keep?", trained, True)):

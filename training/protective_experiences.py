@@ -10,6 +10,7 @@ import re
 
 from characters.scenes import scene_catalogue
 from characters.schema import Character
+from engine.puzzlement import STRANGER_TALKS_OF
 from plumbing.text import PLURAL, says
 from training.experience import Experience
 from training.fact_questions import QUESTION_RULES, fact_questions, fact_wordings
@@ -28,7 +29,7 @@ OPENERS = ["{Thing}? I have never heard of such a thing.", "{A_thing}? You speak
 CLOSERS = ["Ask me instead about my own life.", "Speak of things I can understand.",
            "Perhaps it is a custom of your country.", "You are a strange one. Let us talk of what I know.",
            "Enough of this."]
-PUZZLED = ["This stranger talks of {a_thing}. I know of no such thing.", "{A_thing}? The word is strange to me.",
+PUZZLED = [STRANGER_TALKS_OF + " {a_thing}. I know of no such thing.", "{A_thing}? The word is strange to me.",
            "What can this {thing} be? Nothing I have ever seen.", "I must not pretend to know what {a_thing} is."]
 
 
