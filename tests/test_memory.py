@@ -201,6 +201,12 @@ def test_things_from_after_a_characters_era_are_found_by_the_words_a_message_use
     assert unheard_of(socrates, "How do your soldiers load their muskets?") == ["musket"]
     assert unheard_of(beethoven, "How do your soldiers load their muskets?") == []  # guns were of his time
     assert unheard_of(socrates, "Describe your years as a senator in ancient Rome.") == []  # not in the catalogue
+    assert unheard_of(socrates, "Do you own a camera?") == ["camera"]
+    assert unheard_of(socrates, "Have you seen a camera obscura?") == []  # a dark room with a pinhole: ancient
+    assert unheard_of(socrates, "Did you rifle through the scrolls?") == []
+    assert unheard_of(socrates, "Is the nuclear family a good thing?") == []
+    assert unheard_of(beethoven, "Do you play the piano every day?") == []  # of his time (1700)
+    assert unheard_of(socrates, "Do you play the piano every day?") == ["piano"]
     # A character of today (no era) has only never been an AI.
     assert unheard_of(hazel, "How many parameters does your neural network have?") == ["neural network"]
     assert unheard_of(hazel, "Which apps do you use most on your smartphone?") == []
