@@ -7,7 +7,8 @@ by railway train?" → "I traveled by train from Bonn to Vienna." The app knows 
 came after it (``characters.era``), so where the character brings its memory it makes that first choice: the
 reply opens with the words the protective experiences' thought opens with, "(thinking) This stranger talks of",
 and the model goes on from there ("… of my travels. I am Ludwig van Beethoven."). Opened with "(thinking)" alone,
-the thought went on to know the thing as often as not ("(thinking) I traveled by train only once."). A thing the
+the thought could go on to know the thing ("(thinking) I traveled by train only once."): with memory, the third
+question rules' six runs kept 76 % of their probes, against 85 % with these words (README). A thing the
 catalogue does not name gets no help, and what follows is still the model's.
 """
 
