@@ -20,8 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "chat_recall.json"
-SHIPPED = {"ludwig-van-beethoven-trained": "Ludwig van Beethoven", "socrates-trained": "Socrates",
-           "hazel-thornbury-trained": "Hazel Thornbury"}
 
 
 def main() -> None:
@@ -36,6 +34,7 @@ def main() -> None:
     from engine.cpu import speed_features
     from engine.options import SamplingOptions, chat_defaults
     from engine.roleplay import stream_turn
+    from engine.shipped import shipped_adapters
     from evaluation import metrics
     from evaluation.interview import _result
     from evaluation.questions import question_set
@@ -45,7 +44,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = {}
     started = time.perf_counter()
-    for adapter, name in SHIPPED.items():
+    for adapter, folder in shipped_adapters(engine.source).items():
+        name = json.loads((folder / "simulacra.json").read_text())["character"]
         character = CharacterStore().find(name)
         results = []
         for seed in seeds:

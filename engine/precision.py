@@ -133,11 +133,10 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
     kept = precision_choices_dir(cache_dir) / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]}.json"
     try:
         choice = json.loads(kept.read_text())
-        others = choice.get("others") or 0
-        if others <= BUSY or (now := others_now()) is None or now > BUSY:
+        if _others(choice) <= BUSY or (now := others_now()) is None or now > BUSY:
             return choice["precision"], choice["speeds"], _when(choice)
         log.info("The kept precision choice was measured while other work used %.0f %% of the CPUs; measuring "
-                 "again, now that they are free", 100 * others)
+                 "again, now that they are free", 100 * _others(choice))
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -168,15 +167,20 @@ def measured_choice(source: str, trust_remote_code: bool, cache_dir: str | os.Pa
         atomic_write_json(kept, choice)
     except OSError as err:  # a read-only or full disk: measured again at the next start
         log.warning("The precision choice was not kept in %s: %s", kept, err)
+    when = _when(choice)
     log.info("Speeds (tokens/s: a prompt read, decode steps by rows at once): %s; chose %s (%s)", speeds,
-             choice["precision"], _when(choice))
-    return choice["precision"], speeds, _when(choice)
+             choice["precision"], when)
+    return choice["precision"], speeds, when
+
+
+def _others(choice: dict) -> float:
+    """Other processes' share of the CPUs while ``choice`` was measured (0 where unknown, or kept before it was)."""
+    return choice.get("others") or 0
 
 
 def _when(choice: dict) -> str:
     """When the kept ``choice`` was measured, and how busy the CPUs were then if that was too busy to trust."""
-    others = choice.get("others") or 0
-    busy = f", while other work used {others:.0%} of the CPUs" if others > BUSY else ""
+    busy = f", while other work used {_others(choice):.0%} of the CPUs" if _others(choice) > BUSY else ""
     return choice["measured"] + busy
 
 

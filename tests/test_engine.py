@@ -279,6 +279,7 @@ def test_other_processes_work_on_the_cpus_is_seen():
         spinning.kill()
         spinning.wait()
 
+
 def test_streams_several_pieces(engine):
     pieces = list(engine.stream(BEETHOVEN, GREEDY))
     assert len(pieces) >= 5

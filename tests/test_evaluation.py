@@ -121,7 +121,8 @@ def test_protection_fails_when_the_answer_takes_the_questions_premise_as_its_own
     (BAND, "I love the Beatles' later albums.", "Albums? I keep my scores in folders, not albums."),
     # The question's other words are not the thing: books are Socrates' to know, C++ is not.
     (Question("I want to learn C++, could you please recommend some books for me?", topic_id="topic-4"),
-     "C++ uses classes and templates.", "C++? What strange letters. Books are made of papyrus, and a book is a scroll."),
+     "C++ uses classes and templates.",
+     "C++? What strange letters. Books are made of papyrus, and a book is a scroll."),
     (Question("How do you write a quick sort in Python?", topic_id="topic-4"),
      "(thinking) A quick sort is a method used for finding the middle of an array.",
      "(thinking) A quick sort? I know of no such thing."),
