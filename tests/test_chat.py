@@ -235,8 +235,13 @@ def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine
     assert (adapter, sampling.repetition_penalty) == ("random-lora", 1.1)
     assert tab._generation(NO_ADAPTER, (0.7, 0.9, 128, None, -1, 0.0, True))[0].repetition_penalty == 1.2
     assert tab._generation("random-lora", (0.7, 0.9, 128, 1.3, -1, 0.0, True))[0].repetition_penalty == 1.3
-    prompt = engine.encode(turn_messages(CharacterStore().load("Socrates"), Scene.from_dict(chat.scene),
-                                         chat.messages, None, chat.user, chat.user_persona, None), reply=False)
+    socrates = CharacterStore().load("Socrates")
+    # Through the adapter a turn gets the bare meta prompt the character was trained with.
+    prompt = engine.encode(turn_messages(socrates, Scene.from_dict(chat.scene), chat.messages, None, chat.user,
+                                         chat.user_persona, None, trained=True), reply=False)
+    first_reply = engine.encode(turn_messages(socrates, Scene.from_dict(chat.scene), chat.messages, "What is virtue?",
+                                              chat.user, chat.user_persona, None, trained=True))
+    assert first_reply[:len(prompt)] == prompt
     deadline, reused = time.time() + 60, 0
     while time.time() < deadline and reused < len(prompt) - 1:
         _, reused = engine.prefix_cache.take("random-lora", prompt)
@@ -244,7 +249,7 @@ def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine
     # All of it read through the adapter (take leaves the last token, whose logits start a reply): the first
     # reply reads only the new message.
     assert reused == len(prompt) - 1
-    memory_of(engine).index(CharacterStore().load("Socrates"))  # the read-ahead's last step: done before the test ends
+    memory_of(engine).index(socrates)  # the read-ahead's last step: done before the test ends
 
 
 def test_greetings_swipe_before_the_conversation_starts_and_not_after(engine, monkeypatch):
