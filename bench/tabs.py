@@ -5,10 +5,10 @@
 Starts `python app.py` (the default options: the embedded model, `--precision auto`) on a fresh data
 folder, opens one Chromium context (a visitor) per tab, and in each opens a chat in the Chat tab: four
 characters, two of them trained (the shipped adapters), two tabs each. Once every chat is open and the
-app is quiet (every prompt read ahead, as the tab does), every tab sends the same question within a few milliseconds. For each
-tab it records the seconds from its Enter to the model's first words on the page (after the folded note of
-the memories used) and to the end of the reply
-(the text unchanged for 4 s, less those 4 s), and checks the reply: one speaker (no other speaker's
+app is quiet (every prompt read ahead, as the tab does), every tab sends the same question within a few
+milliseconds. For each tab it records the seconds from its Enter to the model's first words on the page
+(after the folded note of the memories used) and to the end of the reply (the text unchanged for 4 s, less
+those 4 s), and checks the reply: one speaker (no other speaker's
 "Name:" line, engine.turn_end) and not degenerate (evaluation.metrics). Writes bench/results/tabs.json,
 one entry for each memory switch and browser priority.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -44,12 +43,6 @@ VISITORS = [("Ludwig van Beethoven", "ludwig-van-beethoven-trained"), ("Socrates
             ("Hazel Thornbury", None), ("Cleopatra VII", None)]
 STABLE_S = 4.0
 MEMORIES_TITLE = "Memories used"  # ui.chat_tab's, as the page shows it
-
-
-def cpu_features() -> str:
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
-    kind = "AVX-512 BF16" if "avx512_bf16" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{platform.processor() or platform.machine()}, {kind}"
 
 
 def choose(page, elem_id: str, value: str) -> None:
@@ -153,6 +146,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from conftest import free_port, start_app
+    from engine.cpu import speed_features
     from engine.turn_end import other_speaker_at
     from evaluation.metrics import degenerate
 
@@ -208,7 +202,7 @@ def main() -> int:
         app.wait(timeout=30)
 
     firsts = [r["first_words_s"] for r in rows if r["first_words_s"] is not None]
-    summary = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_features(), "tabs": args.tabs, "memory": args.memory,
+    summary = {"date": time.strftime("%Y-%m-%d"), "cpu": speed_features(), "tabs": args.tabs, "memory": args.memory,
                "browser_nice": args.browser_nice, "cpu_seconds_while_replying": cpu,
                "question": args.question, "first_words_median_s": statistics.median(firsts) if firsts else None,
                "first_words_worst_s": max(firsts, default=None),
@@ -219,8 +213,8 @@ def main() -> int:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results[f"memory {args.memory}, browser nice {args.browser_nice}"] = summary  # the others' latest runs stay
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    print(f"{args.tabs} Chromium tabs at once, memory {args.memory}, browser nice {args.browser_nice}, {summary['cpu']}, "
-          f"{summary['date']}: \"{args.question}\"; while replying ({cpu['wall_s']} s) the app used "
+    print(f"{args.tabs} Chromium tabs at once, memory {args.memory}, browser nice {args.browser_nice}, "
+          f"{summary['cpu']}, {summary['date']}: \"{args.question}\"; while replying ({cpu['wall_s']} s) the app used "
           f"{cpu['app_s']} CPU s, the browser {cpu['browser_s']}")
     print("| tab | character | adapter | first words | reply ends | chars | one speaker | degenerate |")
     print("|---|---|---|---|---|---|---|---|")
