@@ -218,10 +218,6 @@ def test_chat_import_through_the_app(client, tmp_path):
 
 
 def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine, adapter_dir):
-    import time
-
-    from characters.scenes import Scene
-    from engine.memory import memory_of
     from ui.chat_tab import NO_ADAPTER, ChatTab
 
     tab = ChatTab(engine, CharacterStore(), ChatStore())
@@ -235,21 +231,41 @@ def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine
     assert (adapter, sampling.repetition_penalty) == ("random-lora", 1.1)
     assert tab._generation(NO_ADAPTER, (0.7, 0.9, 128, None, -1, 0.0, True))[0].repetition_penalty == 1.2
     assert tab._generation("random-lora", (0.7, 0.9, 128, 1.3, -1, 0.0, True))[0].repetition_penalty == 1.3
-    socrates = CharacterStore().load("Socrates")
-    # Through the adapter a turn gets the bare meta prompt the character was trained with.
-    prompt = engine.encode(turn_messages(socrates, Scene.from_dict(chat.scene), chat.messages, None, chat.user,
+    assert_read_ahead_through(engine, chat, "random-lora")
+
+
+def test_a_chat_started_from_a_run_is_read_ahead_through_its_adapter(engine, adapter_dir):
+    """"Chat with this run" in the Training tab starts a chat with the run's adapter chosen."""
+    from ui.chat_tab import ChatTab
+
+    tab = ChatTab(engine, CharacterStore(), ChatStore())
+    with pytest.raises(ValueError, match="unknown adapter"):
+        tab.start_trained("Socrates", INTERVIEW.name, NOBODY, "Anna", "", "no-such-adapter")
+    engine.prefix_cache.clear()  # what the test above read ahead
+    chat, *_ = tab.start_trained("Socrates", INTERVIEW.name, NOBODY, "Anna", "", "random-lora")
+    assert_read_ahead_through(engine, chat, "random-lora")
+
+
+def assert_read_ahead_through(engine, chat, adapter: str):
+    """The chat's prompt as a turn through ``adapter`` reads it (the bare meta prompt the character was trained
+    with) is in the prefix cache for that adapter, all of it: the first reply reads only the new message."""
+    import time
+
+    from characters.scenes import Scene
+    from engine.memory import memory_of
+
+    character = CharacterStore().load(chat.character)
+    prompt = engine.encode(turn_messages(character, Scene.from_dict(chat.scene), chat.messages, None, chat.user,
                                          chat.user_persona, None, trained=True), reply=False)
-    first_reply = engine.encode(turn_messages(socrates, Scene.from_dict(chat.scene), chat.messages, "What is virtue?",
-                                              chat.user, chat.user_persona, None, trained=True))
+    first_reply = engine.encode(turn_messages(character, Scene.from_dict(chat.scene), chat.messages,
+                                              "What is virtue?", chat.user, chat.user_persona, None, trained=True))
     assert first_reply[:len(prompt)] == prompt
     deadline, reused = time.time() + 60, 0
     while time.time() < deadline and reused < len(prompt) - 1:
-        _, reused = engine.prefix_cache.take("random-lora", prompt)
+        _, reused = engine.prefix_cache.take(adapter, prompt)
         time.sleep(0.2)
-    # All of it read through the adapter (take leaves the last token, whose logits start a reply): the first
-    # reply reads only the new message.
-    assert reused == len(prompt) - 1
-    memory_of(engine).index(socrates)  # the read-ahead's last step: done before the test ends
+    assert reused == len(prompt) - 1  # take leaves the last token, whose logits start a reply
+    memory_of(engine).index(character)  # the read-ahead's last step: done before the test ends
 
 
 def test_greetings_swipe_before_the_conversation_starts_and_not_after(engine, monkeypatch):

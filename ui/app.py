@@ -96,7 +96,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         chat_page.select(functools.partial(adapter_choices, chat["adapters"]), chat["adapter"], chat["adapter"],
                          api_visibility="private")
         interview_page.select(*interviews["refresh"], api_visibility="private")
-        fn, inputs, outputs = chat["start"]
+        fn, inputs, outputs = chat["start_trained"]
         training["chat_with"].click(shown(functools.partial(chat_with_run, chat["adapters"])), training["run"],
                                     [chat["character"], chat["adapter"], tabs],
                                     api_name="chat_with_run").then(fn, inputs, outputs, api_visibility="private")

@@ -86,7 +86,8 @@ class ChatTab:
             raise ValueError("adapter must be a name")
         return choice
 
-    def new_chat(self, character, scene, other, user, persona, greeting: int = 0) -> Chat:
+    def new_chat(self, character, scene, other, user, persona, greeting: int = 0, adapter: str | None = None) -> Chat:
+        """A new chat, read ahead (through ``adapter``, when the chat starts with one)."""
         char = self.characters.load(character)
         other_name = "" if other in (None, "", NOBODY) else other
         if other_name:
@@ -101,7 +102,7 @@ class ChatTab:
         if greetings:
             text = replace_macros(greetings[greeting % len(greetings)], char.name, other_name or user)
             chat.messages.append({"role": "assistant", "content": text, "name": char.name})
-        self.read_ahead(chat, char)
+        self.read_ahead(chat, char, adapter)
         return chat
 
     def read_ahead(self, chat: Chat, char, adapter: str | None = None) -> None:
@@ -194,6 +195,13 @@ class ChatTab:
 
     def start(self, character, scene, other, user, persona) -> tuple:
         return self.shown_chat(self.new_chat(character, scene, other, user, persona))
+
+    def start_trained(self, character, scene, other, user, persona, adapter_choice) -> tuple:
+        """A new chat that starts with an adapter chosen ("Chat with this run" in the Training tab): read ahead
+        through it, as choosing it in Chat does."""
+        adapter = self.adapter_of(adapter_choice)
+        self.engine.check_adapter(adapter)
+        return self.shown_chat(self.new_chat(character, scene, other, user, persona, adapter=adapter))
 
     def start_from_scene(self, scene_value, character, other, user, persona) -> tuple:
         return self.shown_chat(self.new_chat(character, scene_value, other, user, persona))
@@ -423,7 +431,7 @@ class ChatTab:
         gr.api(shown(self.adapter_names), api_name="adapters")
         return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,
                 "chatbot": chatbot,
-                "start": (shown(self.start), setup, outputs),
+                "start_trained": (shown(self.start_trained), [*setup, adapter], outputs),
                 "on_load": (self.restore, [remembered], [character, other, adapter, *outputs])}
 
 
