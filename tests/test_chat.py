@@ -235,7 +235,7 @@ def test_choosing_an_adapter_loads_it_and_reads_the_chat_ahead_through_it(engine
 
 
 def test_a_chat_started_from_a_run_is_read_ahead_through_its_adapter(engine, adapter_dir):
-    """"Chat with this run" in the Training tab starts a chat with the run's adapter chosen."""
+    """"Chat with this character" in the Training tab starts a chat with the run's adapter chosen."""
     from ui.chat_tab import ChatTab
 
     tab = ChatTab(engine, CharacterStore(), ChatStore())

@@ -197,7 +197,7 @@ class ChatTab:
         return self.shown_chat(self.new_chat(character, scene, other, user, persona))
 
     def start_trained(self, character, scene, other, user, persona, adapter_choice) -> tuple:
-        """A new chat that starts with an adapter chosen ("Chat with this run" in the Training tab): read ahead
+        """A new chat that starts with an adapter chosen ("Chat with this character" in the Training tab): read ahead
         through it, as choosing it in Chat does."""
         adapter = self.adapter_of(adapter_choice)
         self.engine.check_adapter(adapter)
