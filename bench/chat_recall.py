@@ -36,7 +36,7 @@ def main() -> None:
     from engine.roleplay import stream_turn
     from engine.shipped import shipped_adapters
     from evaluation import metrics
-    from evaluation.interview import _result
+    from evaluation.interview import scored
     from evaluation.questions import question_set
     from plumbing.files import slugify
 
@@ -53,7 +53,7 @@ def main() -> None:
             for i, question in enumerate(question_set(slugify(name))):
                 answer = "".join(stream_turn(engine, character, None, [], question.question, sampling, adapter,
                                              stats={}, memory=not args.no_memory))
-                results.append({**_result(i, question, answer, character), "seed": seed})
+                results.append({**scored(i, question, answer, character), "seed": seed})
         rows[name] = {"aggregates": metrics.aggregate(results, []), "results": results}
     figures = {name: {k: row["aggregates"][k] for k in ("memorization", "memorization_n", "protection",
                                                         "protection_n", "degeneration", "character_breaks")}

@@ -132,7 +132,8 @@ def multi_turn_script(questions: list[Question], turns: int) -> list[Question]:
     return firsts + middle + seconds
 
 
-def _result(index: int, question: Question, answer: str, character: Character) -> dict:
+def scored(index: int, question: Question, answer: str, character: Character) -> dict:
+    """One answer of an interview as its report holds it: the question, the answer and its scores."""
     return {"index": index, "topic_id": question.topic_id, "topic": question.topic, "question": question.question,
             "answer": answer, "expected_any": question.expected_any, "forbidden_any": question.forbidden_any,
             "scores": metrics.score(answer, question, era_end(character.sims.era)),
@@ -228,7 +229,7 @@ def interview(engine: Engine, character: Character, options: InterviewOptions, q
         answers = ask_single(engine, character, asked, scene, adapter, sampling, options.batch_size, progress, stop,
                              stats, options.memory)
     seconds = time.perf_counter() - started
-    results = [_result(i, q, a, character) for i, (q, a) in enumerate(zip(asked, answers))]
+    results = [scored(i, q, a, character) for i, (q, a) in enumerate(zip(asked, answers))]
     for result, used in zip(results, stats.get("memories", [])):
         result["memories"] = used
     judge = {"kind": "none", "note": "scores come from exact references (expected_any / forbidden_any); the "

@@ -240,9 +240,9 @@ def test_a_chat_started_from_a_run_is_read_ahead_through_its_adapter(engine, ada
 
     tab = ChatTab(engine, CharacterStore(), ChatStore())
     with pytest.raises(ValueError, match="unknown adapter"):
-        tab.start_trained("Socrates", INTERVIEW.name, NOBODY, "Anna", "", "no-such-adapter")
+        tab.start("Socrates", INTERVIEW.name, NOBODY, "Anna", "", "no-such-adapter")
     engine.prefix_cache.clear()  # what the test above read ahead
-    chat, *_ = tab.start_trained("Socrates", INTERVIEW.name, NOBODY, "Anna", "", "random-lora")
+    chat, *_ = tab.start("Socrates", INTERVIEW.name, NOBODY, "Anna", "", "random-lora")
     assert_read_ahead_through(engine, chat, "random-lora")
 
 

@@ -193,12 +193,9 @@ class ChatTab:
 
     # ---- event handlers -------------------------------------------------------------------
 
-    def start(self, character, scene, other, user, persona) -> tuple:
-        return self.shown_chat(self.new_chat(character, scene, other, user, persona))
-
-    def start_trained(self, character, scene, other, user, persona, adapter_choice) -> tuple:
-        """A new chat that starts with an adapter chosen ("Chat with this character" in the Training tab): read ahead
-        through it, as choosing it in Chat does."""
+    def start(self, character, scene, other, user, persona, adapter_choice=None) -> tuple:
+        """A new chat; one that starts with an adapter chosen ("Chat with this character" in the Training tab) is
+        read ahead through it, as choosing it in Chat does."""
         adapter = self.adapter_of(adapter_choice)
         self.engine.check_adapter(adapter)
         return self.shown_chat(self.new_chat(character, scene, other, user, persona, adapter=adapter))
@@ -431,7 +428,7 @@ class ChatTab:
         gr.api(shown(self.adapter_names), api_name="adapters")
         return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,
                 "chatbot": chatbot,
-                "start_trained": (shown(self.start_trained), [*setup, adapter], outputs),
+                "start_trained": (shown(self.start), [*setup, adapter], outputs),
                 "on_load": (self.restore, [remembered], [character, other, adapter, *outputs])}
 
 
