@@ -609,7 +609,7 @@ def test_batched_generation_matches_one_at_a_time_in_fp32(engine):
 
 @pytest.mark.heavy
 def test_the_real_model_generates_a_small_dataset_end_to_end(engine, beethoven, data_dir):
-    options = ExperienceOptions(character=beethoven.name, scenes=2, protective=1, phrasings=1, max_new_tokens=160,
+    options = ExperienceOptions(character=beethoven.name, scenes=2, protective=1, phrasings=1, max_new_tokens=96,
                                 batch_size=4)
     out = build_dataset(beethoven, LocalGenerator(engine, options.batch_size), options, data_dir / "real",
                         count_tokens=lambda text: len(engine.tokenizer(text)["input_ids"]))
@@ -641,3 +641,26 @@ def test_a_generator_that_writes_no_scenes_still_gets_as_many_scenes_as_asked(be
     assert len(scenes) == 30 and len({s["name"] for s in scenes}) == 30  # the catalogue's 25, some again
     assert generator.scene_rounds == 1  # it wrote nothing: not asked a second time
     assert json.loads((out / "stats.json").read_text())["drops_by_reason"]["no_turns"] == 30
+
+
+def test_a_generator_that_writes_nothing_for_the_last_missing_scene_is_not_asked_a_third_time(beethoven, data_dir):
+    """One scene of two in the first round, none of the one still needed in the second: less than half of what
+    was asked, so no third round (each costs a scene prompt's whole reply, 7-13 s of the embedded model)."""
+    class OneScene:
+        name, batch_size = "one-scene", 8
+
+        def __init__(self):
+            self.scene_rounds = 0
+
+        def complete(self, conversations, sampling, stop=None):
+            if "Imagine" not in conversations[0][0]["content"]:
+                return [""] * len(conversations)
+            self.scene_rounds += 1
+            first = "Type: Home\nLocation: Bonn, the family rooms\nBackground: Ludwig practises at dawn."
+            return [first if self.scene_rounds == 1 and i == 0 else "" for i in range(len(conversations))]
+
+    generator = OneScene()
+    out = build_dataset(beethoven, generator, ExperienceOptions(character=beethoven.name, scenes=2, protective=0,
+                                                                phrasings=1), data_dir / "one")
+    assert generator.scene_rounds == 2
+    assert [s["source"] for s in read_jsonl(out / "scenes.jsonl")] == ["generated", "catalogue"]

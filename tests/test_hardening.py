@@ -276,7 +276,7 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
         wait_for(lambda: status_file.is_file() and json.loads(status_file.read_text()).get("step", 0) >= 1,
                  "the run's first step")
         # An experience generation with the model, and a chat reply being written, when the machine dies.
-        generation = client.submit("Ludwig van Beethoven", 2, 0, 1, "local", "", "", 0, False, None,
+        generation = client.submit("Ludwig van Beethoven", 1, 0, 1, "local", "", "", 0, False, None,
                                    api_name="/generate_experiences")
         folder = data / "datasets" / "ludwig-van-beethoven"
         wait_for(lambda: len(list(folder.iterdir())) >= 2 and any((p / "scenes.jsonl").is_file() for p in
@@ -315,7 +315,7 @@ def test_kill_9_during_saves_training_and_generation_loses_nothing(tmp_path):
         # The cut generation resumes where it stopped and finishes.
         unfinished = [p for p in folder.iterdir() if not (p / "stats.json").is_file()]
         assert len(unfinished) == 1
-        client.predict("Ludwig van Beethoven", 2, 0, 1, "local", "", "", 0, True, unfinished[0].name, 96,
+        client.predict("Ludwig van Beethoven", 1, 0, 1, "local", "", "", 0, True, unfinished[0].name, 96,
                        api_name="/generate_experiences")  # short experiences: the test is that it finishes
         assert (unfinished[0] / "stats.json").is_file()
     finally:

@@ -156,7 +156,7 @@ def extract_scenes(character: Character, generator, options: ExperienceOptions, 
         append_jsonl(out / "scenes.jsonl", [{**s.to_dict(), "source": "generated"} for s in new])
         scenes += new
         attempt += 1
-        if len(new) < needed // 2:
+        if 2 * len(new) < needed:
             break  # a generator that wrote less than half of what was asked will not do better when asked again
     if len(scenes) < options.scenes:
         catalogue = scene_catalogue()[1:]
