@@ -50,10 +50,16 @@ def greedy(model, batch: dict) -> torch.Tensor:
 
 
 def from_gguf(path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The model in the GGUF file, read by transformers (16 s here: it parses the whole file twice)."""
+    from transformers import AutoModelForCausalLM
 
-    return (AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval(),
-            AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+
+
+def tokenizer_of(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
 def test_permuting_q_and_k_is_what_transformers_gguf_reader_undoes():
@@ -71,7 +77,7 @@ def test_the_f16_gguf_continues_greedily_as_the_merged_model_does(exported, engi
     tokenizer and chat template: 5 prompts, 32 greedy tokens, token for token the merged model with the
     same fp16-rounded weights."""
     files, merged, _ = exported
-    model, tokenizer = from_gguf(files["gguf-f16"]["gguf"])
+    model, tokenizer = from_gguf(files["gguf-f16"]["gguf"]), tokenizer_of(files["gguf-f16"]["gguf"])
     batch = prompts(engine.tokenizer)
     assert torch.equal(batch["input_ids"], prompts(tokenizer)["input_ids"]), "the GGUF's tokenizer or template differ"
     reference = type(merged)(merged.config).eval()
@@ -85,7 +91,7 @@ def test_the_q8_0_gguf_agrees_with_the_merged_model_on_the_next_token(exported, 
     """Teacher-forced over the merged model's own greedy replies: Q8_0's top-1 token is the merged
     model's (fp32) at >= 95 % of the positions."""
     files, merged, _ = exported
-    model, _ = from_gguf(files["gguf-q8_0"]["gguf"])
+    model = from_gguf(files["gguf-q8_0"]["gguf"])
     batch = prompts(engine.tokenizer)
     start = batch["input_ids"].shape[1]
     text = greedy(merged, batch)
