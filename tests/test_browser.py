@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # Chromium's own connections (updates, sync, safe browsing) are refused by this machine's closed network.
@@ -188,3 +190,21 @@ def test_a_visitor_builds_chats_trains_and_interviews(page, app_url, engine, mon
     page.get_by_label("Adapter (trained character)").click()
     expect(page.get_by_role("option", name=run_id)).to_be_visible()
     shot(page, "6-chat-adapter")
+    # Answered through it, the chat reopens on a reload, with the adapter chosen (before, a reload opened a new
+    # chat: the page-load event read the stored chat before the Chat tab had mounted it).
+    page.get_by_role("option", name=run_id).click()
+    page.get_by_placeholder("Say something in character…").fill("Hello, Ada.")
+    page.get_by_placeholder("Say something in character…").press("Enter")
+
+    def answered_through_the_run() -> bool:
+        for path in (data / "chats" / "ada-browser").glob("*.json"):
+            chat = json.loads(path.read_text())
+            if chat["adapter"] == run_id and chat["messages"][-1]["role"] == "assistant":
+                return True
+        return False
+
+    wait_for(answered_through_the_run, "the reply through the run's adapter")
+    page.reload()
+    tab(page, "Chat")
+    expect(page.get_by_role("log", name="chatbot conversation")).to_contain_text("Hello, Ada.")
+    expect(page.locator("#chat-adapter input")).to_have_value(run_id)

@@ -246,9 +246,35 @@ def test_a_chat_started_from_a_run_is_read_ahead_through_its_adapter(engine, ada
     assert_read_ahead_through(engine, chat, "random-lora")
 
 
-def assert_read_ahead_through(engine, chat, adapter: str):
+def test_a_trained_chat_shown_again_brings_its_adapter_and_is_read_ahead_through_it(engine, adapter_dir):
+    """A page reload (``restore``), the saved chats (``reopen``) and an import show a chat last answered through an
+    adapter with that adapter chosen, its repetition penalty, and its prompt read ahead through it; a chat whose
+    adapter is gone comes back with none."""
+    import dataclasses
+
+    from ui.chat_tab import NO_ADAPTER, ChatTab
+
+    tab, chats = ChatTab(engine, CharacterStore(), ChatStore()), ChatStore()
+    chat = tab.new_chat("Socrates", INTERVIEW.name, NOBODY, "Anna", "")
+    *_, (chat, _, _) = tab.send_message("What is virtue?", chat, "random-lora", 0.0, 0.9, 6, None, 1, 0.0, False)
+    assert chat.adapter == "random-lora" and chats.load("Socrates", chat.id).adapter == "random-lora"
+    for shown_again in (lambda: tab.restore({"character": "Socrates", "chat": chat.id})[2:],
+                        lambda: tab.reopen(chat, chat.id), lambda: tab.import_chat(json.dumps(chat.to_dict()).encode())):
+        engine.prefix_cache.clear()
+        again, *_, dropdown, penalty = shown_again()
+        assert again.messages == chat.messages
+        assert (dropdown.value, penalty) == ("random-lora", tab.penalty_for("random-lora"))
+        assert_read_ahead_through(engine, again, "random-lora")
+    chats.save(dataclasses.replace(chat, adapter="a-deleted-run"))
+    again, *_, dropdown, penalty = tab.reopen(chat, chat.id)
+    assert (dropdown.value, penalty) == (NO_ADAPTER, tab.penalty_for(NO_ADAPTER))
+    assert_read_ahead_through(engine, again, None)
+
+
+def assert_read_ahead_through(engine, chat, adapter: str | None):
     """The chat's prompt as a turn through ``adapter`` reads it (the bare meta prompt the character was trained
-    with) is in the prefix cache for that adapter, all of it: the first reply reads only the new message."""
+    with; the base model's whole persona prompt for None) is in the prefix cache for that adapter, all of it: the
+    first reply reads only the new message."""
     import time
 
     from characters.scenes import Scene
@@ -256,9 +282,10 @@ def assert_read_ahead_through(engine, chat, adapter: str):
 
     character = CharacterStore().load(chat.character)
     prompt = engine.encode(turn_messages(character, Scene.from_dict(chat.scene), chat.messages, None, chat.user,
-                                         chat.user_persona, None, trained=True), reply=False)
+                                         chat.user_persona, None, trained=bool(adapter)), reply=False)
     first_reply = engine.encode(turn_messages(character, Scene.from_dict(chat.scene), chat.messages,
-                                              "What is virtue?", chat.user, chat.user_persona, None, trained=True))
+                                              "What is virtue?", chat.user, chat.user_persona, None,
+                                              trained=bool(adapter)))
     assert first_reply[:len(prompt)] == prompt
     deadline, reused = time.time() + 60, 0
     while time.time() < deadline and reused < len(prompt) - 1:

@@ -22,6 +22,9 @@ from ui.openai_api import OpenAIAPI, router
 # visitor waits in the queue and sees their place; past QUEUE_SIZE they get "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
+# How often Gradio's queue looks for a new event while it has none: its own 1 ms on Linux kept an idle app at
+# 8-9 % of a core (of a Space's two); an event then waits at most this long to start, against seconds a reply.
+QUEUE_POLL_S = 0.01
 
 
 RESTART_NOTICE = (
@@ -52,10 +55,12 @@ def to_chat(_scene) -> gr.Tabs:
     return gr.Tabs(selected="chat")
 
 
-def adapter_choices(adapters, value) -> gr.Dropdown:
+def adapter_choices(adapters, value=None) -> gr.Dropdown:
     """The adapter dropdown of Chat with the adapters on disk now (a run may have finished since the page
-    was built); ``adapters()`` lists them."""
-    return gr.Dropdown(choices=adapters(), value=value)
+    was built; ``adapters()`` lists them), and ``value`` chosen when given. Without it the choice is left as it
+    is: opening the tab right after a reload sent back the value it read then, which undid the reopened chat's
+    adapter when it came after it."""
+    return gr.Dropdown(choices=adapters()) if value is None else gr.Dropdown(choices=adapters(), value=value)
 
 
 def chat_with_run(adapters, run_id) -> tuple:
@@ -75,13 +80,16 @@ def build_app(engine: Engine) -> gr.Blocks:
         if data_is_lost_on_restart():
             gr.Markdown(RESTART_NOTICE, elem_id="restart-notice")
         scene_state = gr.State(None)  # a scene sent from the Scenes tab to the Chat tab
+        # This browser's chat, reopened on a reload. Outside the tabs: a tab's components mount when it is first
+        # opened, and inside Chat the page-load event read the default ({}) before the stored chat.
+        remembered = gr.BrowserState({}, storage_key="simulacra-chat")
         with gr.Tabs() as tabs:
             with gr.Tab("Characters", id="characters"):
                 built = characters_tab.build(engine, characters)
             with gr.Tab("Scenes", id="scenes"):
                 scenes = scenes_tab.build(engine, characters, scene_state)
             with gr.Tab("Chat", id="chat") as chat_page:
-                chat = chat_tab.build(engine, characters, chats, scene_state)
+                chat = chat_tab.build(engine, characters, chats, scene_state, remembered)
             with gr.Tab("Training", id="training"):
                 training = training_tab.build(engine, characters)
             with gr.Tab("Interview", id="interview") as interview_page:
@@ -93,7 +101,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         page_footer = gr.Markdown(footer(engine), elem_id="footer")
         scene_state.change(to_chat, scene_state, tabs, api_visibility="private")
         # Opening a tab re-reads the adapters, so one trained after the page loaded can be picked at once.
-        chat_page.select(functools.partial(adapter_choices, chat["adapters"]), chat["adapter"], chat["adapter"],
+        chat_page.select(functools.partial(adapter_choices, chat["adapters"]), None, chat["adapter"],
                          api_visibility="private")
         interview_page.select(*interviews["refresh"], api_visibility="private")
         fn, inputs, outputs = chat["start_trained"]
@@ -105,6 +113,8 @@ def build_app(engine: Engine) -> gr.Blocks:
             demo.load(fn, inputs, outputs, api_visibility="private")
         demo.load(functools.partial(footer, engine), None, page_footer, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
+    if hasattr(demo._queue, "sleep_when_free"):  # Gradio's own attribute, not a setting it offers
+        demo._queue.sleep_when_free = QUEUE_POLL_S
     return demo
 
 

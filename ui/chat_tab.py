@@ -191,6 +191,15 @@ class ChatTab:
         return chat, display(chat), self.scene_line(chat), self.saved_choices(chat), {"character": chat.character,
                                                                                       "chat": chat.id}
 
+    def reopened(self, chat: Chat) -> tuple:
+        """A saved chat shown again (a page reload, the saved chats, an import): ``shown_chat``'s values, then the
+        adapter it was last answered through (where that still exists) and its repetition penalty. The chat is
+        read ahead through it: before, a reload showed no adapter, and the next reply came from the base model."""
+        adapter = chat.adapter if chat.adapter in self.engine.available_adapters() else None
+        self.read_ahead(chat, self.characters.load(chat.character), adapter)
+        return (*self.shown_chat(chat), gr.Dropdown(choices=self.adapters(), value=adapter or NO_ADAPTER),
+                self.penalty_for(adapter))
+
     # ---- event handlers -------------------------------------------------------------------
 
     def start(self, character, scene, other, user, persona, adapter_choice=None) -> tuple:
@@ -266,8 +275,8 @@ class ChatTab:
 
     def reopen(self, chat: Chat, chat_id) -> tuple:
         if chat is None or not chat_id:
-            return (gr.update(),) * 5
-        return self.shown_chat(self.chats.load(chat.character, chat_id))
+            return (gr.update(),) * 7
+        return self.reopened(self.chats.load(chat.character, chat_id))
 
     def export_chat(self, chat: Chat) -> str:
         if chat is None:
@@ -278,10 +287,10 @@ class ChatTab:
 
     def import_chat(self, data) -> tuple:
         if data is None:
-            return (gr.update(),) * 5
+            return (gr.update(),) * 7
         chat = self.chats.import_bytes(data)
         self.characters.load(chat.character)
-        return self.shown_chat(chat)
+        return self.reopened(chat)
 
     def restore(self, remembered) -> tuple:
         """On page load: this browser's last chat, else a new chat with Beethoven."""
@@ -290,13 +299,12 @@ class ChatTab:
             try:
                 chat = self.chats.load(remembered["character"], remembered["chat"])
                 return (gr.Dropdown(choices=names, value=chat.character),
-                        gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY),
-                        gr.Dropdown(choices=self.adapters()), *self.shown_chat(chat))
+                        gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY), *self.reopened(chat))
             except (KeyError, ValueError, OSError):
                 pass
         chat = self.new_chat("Ludwig van Beethoven", INTERVIEW.name, NOBODY, DEFAULT_USER, "")
-        return (gr.Dropdown(choices=names), gr.Dropdown(choices=[NOBODY, *names]),
-                gr.Dropdown(choices=self.adapters()), *self.shown_chat(chat))
+        return (gr.Dropdown(choices=names), gr.Dropdown(choices=[NOBODY, *names]), *self.shown_chat(chat),
+                gr.Dropdown(choices=self.adapters(), value=NO_ADAPTER), self.penalty_for(None))
 
     # ---- the HTTP API -----------------------------------------------------------------------
 
@@ -334,7 +342,8 @@ class ChatTab:
 
     # ---- the layout -------------------------------------------------------------------------
 
-    def build(self, scene_state: gr.State) -> dict:
+    def build(self, scene_state: gr.State, remembered: gr.BrowserState) -> dict:
+        """``remembered``: this browser's chat, which a page reload reopens (made outside the tabs, see ui.app)."""
         names = self.characters.names()
         with gr.Row():
             character = gr.Dropdown(names, value="Ludwig van Beethoven", label="Character", scale=2,
@@ -385,7 +394,6 @@ class ChatTab:
                     download = gr.File(label="Download", interactive=False)
         chat_state = gr.State(None)
         greeting_index = gr.State(0)
-        remembered = gr.BrowserState({}, storage_key="simulacra-chat")  # reopens this browser's chat on reload
 
         setup = [character, scene, other, user, persona]
         outputs = [chat_state, chatbot, scene_view, saved, remembered]
@@ -420,17 +428,19 @@ class ChatTab:
         undo.click(shown(self.undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
         edit.click(shown(self.edit_last), [chat_state, edit_box], [chat_state, chatbot, edit_box],
                    api_name="edit_last")
-        saved.input(shown(self.reopen), [chat_state, saved], outputs, api_visibility="private")
+        reopened = [*outputs, adapter, sampling[3]]  # a chat shown again brings its adapter and that one's penalty
+        saved.input(shown(self.reopen), [chat_state, saved], reopened, api_visibility="private")
         export.click(shown(self.export_chat), chat_state, download, api_name="export_chat")
-        upload.upload(shown(self.import_chat), upload, outputs, api_name="import_chat")
+        upload.upload(shown(self.import_chat), upload, reopened, api_name="import_chat")
         gr.api(shown(self.chat), api_name="chat", **reply)
         gr.api(shown(self.scenes), api_name="scenes")
         gr.api(shown(self.adapter_names), api_name="adapters")
         return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,
                 "chatbot": chatbot,
                 "start_trained": (shown(self.start), [*setup, adapter], outputs),
-                "on_load": (self.restore, [remembered], [character, other, adapter, *outputs])}
+                "on_load": (self.restore, [remembered], [character, other, *reopened])}
 
 
-def build(engine: Engine, characters: CharacterStore, chats: ChatStore, scene_state: gr.State) -> dict:
-    return ChatTab(engine, characters, chats).build(scene_state)
+def build(engine: Engine, characters: CharacterStore, chats: ChatStore, scene_state: gr.State,
+          remembered: gr.BrowserState) -> dict:
+    return ChatTab(engine, characters, chats).build(scene_state, remembered)
