@@ -22,9 +22,10 @@ from ui.openai_api import OpenAIAPI, router
 # visitor waits in the queue and sees their place; past QUEUE_SIZE they get "queue full", not a stall.
 CONCURRENT_EVENTS = 8
 QUEUE_SIZE = 64
-# How often Gradio's queue looks for a new event while it has none: its own 1 ms on Linux kept an idle app at
-# 8-9 % of a core (of a Space's two); an event then waits at most this long to start, against seconds a reply.
-QUEUE_POLL_S = 0.01
+# How often Gradio's queue looks for a new event while it has none, and for progress to send: its own 1 ms and
+# 10 ms on Linux kept an idle app at 6.9 % of a core (of a Space's two; 0.9 % with this, as on Windows, where
+# Gradio waits 50 and 100 ms). An event then waits at most this long to start, against seconds a reply.
+QUEUE_POLL_S = 0.05
 
 
 RESTART_NOTICE = (
@@ -113,8 +114,8 @@ def build_app(engine: Engine) -> gr.Blocks:
             demo.load(fn, inputs, outputs, api_visibility="private")
         demo.load(functools.partial(footer, engine), None, page_footer, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS, max_size=QUEUE_SIZE)
-    if hasattr(demo._queue, "sleep_when_free"):  # Gradio's own attribute, not a setting it offers
-        demo._queue.sleep_when_free = QUEUE_POLL_S
+    if hasattr(demo._queue, "sleep_when_free"):  # Gradio's own attributes, not settings it offers
+        demo._queue.sleep_when_free = demo._queue.progress_update_sleep_when_free = QUEUE_POLL_S
     return demo
 
 
