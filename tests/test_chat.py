@@ -205,12 +205,14 @@ def test_two_concurrent_sessions_keep_their_own_history(app_url):
     assert "stranger" in text_of(socrates[0]["content"]) and "calculation" in text_of(newton[0]["content"])
 
 
-def test_chat_import_through_the_app(client, tmp_path):
-    chat = Chat(character="Spartacus", messages=[{"role": "user", "content": "Hail!", "name": "Anna"}])
+def test_chat_import_through_the_app(client, engine, tmp_path):
+    chat = Chat(character="Spartacus", messages=[{"role": "assistant", "content": "Hail!", "name": "Spartacus"}])
     path = tmp_path / "chat.json"
     path.write_text(json.dumps(chat.to_dict()))
-    history, *_ = client.predict(handle_file(str(path)), api_name="/import_chat")
+    character, other, history, *_ = client.predict(handle_file(str(path)), api_name="/import_chat")
+    assert (character["value"], other["value"]) == ("Spartacus", NOBODY)  # the chat's own, whatever was chosen
     assert text_of(history[0]["content"]) == "Hail!"
+    assert_read_ahead_through(engine, chat, None)  # the imported chat is read ahead, as a reopened one is
     bad = tmp_path / "bad.json"
     bad.write_text('{"character": "Spartacus", "messages": [{"role": "root", "content": "x"}]}')
     with pytest.raises(Exception, match="role"):
@@ -248,8 +250,8 @@ def test_a_chat_started_from_a_run_is_read_ahead_through_its_adapter(engine, ada
 
 def test_a_trained_chat_shown_again_brings_its_adapter_and_is_read_ahead_through_it(engine, adapter_dir):
     """A page reload (``restore``), the saved chats (``reopen``) and an import show a chat last answered through an
-    adapter with that adapter chosen, its repetition penalty, and its prompt read ahead through it; a chat whose
-    adapter is gone comes back with none."""
+    adapter with its character and that adapter chosen, its repetition penalty, and its prompt read ahead through
+    it; a chat whose adapter is gone comes back with none."""
     import dataclasses
 
     from ui.chat_tab import NO_ADAPTER, ChatTab
@@ -258,15 +260,15 @@ def test_a_trained_chat_shown_again_brings_its_adapter_and_is_read_ahead_through
     chat = tab.new_chat("Socrates", INTERVIEW.name, NOBODY, "Anna", "")
     *_, (chat, _, _) = tab.send_message("What is virtue?", chat, "random-lora", 0.0, 0.9, 6, None, 1, 0.0, False)
     assert chat.adapter == "random-lora" and chats.load("Socrates", chat.id).adapter == "random-lora"
-    for shown_again in (lambda: tab.restore({"character": "Socrates", "chat": chat.id})[2:],
+    for shown_again in (lambda: tab.restore({"character": "Socrates", "chat": chat.id}),
                         lambda: tab.reopen(chat, chat.id), lambda: tab.import_chat(json.dumps(chat.to_dict()).encode())):
         engine.prefix_cache.clear()
-        again, *_, dropdown, penalty = shown_again()
-        assert again.messages == chat.messages
+        character, other, again, *_, dropdown, penalty = shown_again()
+        assert again.messages == chat.messages and (character.value, other.value) == ("Socrates", NOBODY)
         assert (dropdown.value, penalty) == ("random-lora", tab.penalty_for("random-lora"))
         assert_read_ahead_through(engine, again, "random-lora")
     chats.save(dataclasses.replace(chat, adapter="a-deleted-run"))
-    again, *_, dropdown, penalty = tab.reopen(chat, chat.id)
+    _, _, again, *_, dropdown, penalty = tab.reopen(chat, chat.id)
     assert (dropdown.value, penalty) == (NO_ADAPTER, tab.penalty_for(NO_ADAPTER))
     assert_read_ahead_through(engine, again, None)
 

@@ -192,13 +192,16 @@ class ChatTab:
                                                                                       "chat": chat.id}
 
     def reopened(self, chat: Chat) -> tuple:
-        """A saved chat shown again (a page reload, the saved chats, an import): ``shown_chat``'s values, then the
-        adapter it was last answered through (where that still exists) and its repetition penalty. The chat is
-        read ahead through it: before, a reload showed no adapter, and the next reply came from the base model."""
+        """A saved chat shown again (a page reload, the saved chats, an import): its character and second
+        character, ``shown_chat``'s values, then the adapter it was last answered through (where that still
+        exists) and its repetition penalty. The chat is read ahead through it: before, a reload showed no adapter,
+        and the next reply came from the base model (and an import left the dropdowns on the chat before)."""
+        names = self.characters.names()
         adapter = chat.adapter if chat.adapter in self.engine.available_adapters() else None
         self.read_ahead(chat, self.characters.load(chat.character), adapter)
-        return (*self.shown_chat(chat), gr.Dropdown(choices=self.adapters(), value=adapter or NO_ADAPTER),
-                self.penalty_for(adapter))
+        return (gr.Dropdown(choices=names, value=chat.character),
+                gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY), *self.shown_chat(chat),
+                gr.Dropdown(choices=self.adapters(), value=adapter or NO_ADAPTER), self.penalty_for(adapter))
 
     # ---- event handlers -------------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class ChatTab:
 
     def reopen(self, chat: Chat, chat_id) -> tuple:
         if chat is None or not chat_id:
-            return (gr.update(),) * 7
+            return (gr.update(),) * 9
         return self.reopened(self.chats.load(chat.character, chat_id))
 
     def export_chat(self, chat: Chat) -> str:
@@ -287,7 +290,7 @@ class ChatTab:
 
     def import_chat(self, data) -> tuple:
         if data is None:
-            return (gr.update(),) * 7
+            return (gr.update(),) * 9
         chat = self.chats.import_bytes(data)
         self.characters.load(chat.character)
         return self.reopened(chat)
@@ -297,9 +300,7 @@ class ChatTab:
         names = self.characters.names()
         if isinstance(remembered, dict) and remembered.get("chat") and remembered.get("character") in names:
             try:
-                chat = self.chats.load(remembered["character"], remembered["chat"])
-                return (gr.Dropdown(choices=names, value=chat.character),
-                        gr.Dropdown(choices=[NOBODY, *names], value=chat.other or NOBODY), *self.reopened(chat))
+                return self.reopened(self.chats.load(remembered["character"], remembered["chat"]))
             except (KeyError, ValueError, OSError):
                 pass
         chat = self.new_chat("Ludwig van Beethoven", INTERVIEW.name, NOBODY, DEFAULT_USER, "")
@@ -428,7 +429,7 @@ class ChatTab:
         undo.click(shown(self.undo_last), chat_state, [chat_state, chatbot, message], api_name="undo")
         edit.click(shown(self.edit_last), [chat_state, edit_box], [chat_state, chatbot, edit_box],
                    api_name="edit_last")
-        reopened = [*outputs, adapter, sampling[3]]  # a chat shown again brings its adapter and that one's penalty
+        reopened = [character, other, *outputs, adapter, sampling[3]]  # a chat shown again, with its choices
         saved.input(shown(self.reopen), [chat_state, saved], reopened, api_visibility="private")
         export.click(shown(self.export_chat), chat_state, download, api_name="export_chat")
         upload.upload(shown(self.import_chat), upload, reopened, api_name="import_chat")
@@ -438,7 +439,7 @@ class ChatTab:
         return {"character": character, "scene": scene, "adapter": adapter, "adapters": self.adapters,
                 "chatbot": chatbot,
                 "start_trained": (shown(self.start), [*setup, adapter], outputs),
-                "on_load": (self.restore, [remembered], [character, other, *reopened])}
+                "on_load": (self.restore, [remembered], reopened)}
 
 
 def build(engine: Engine, characters: CharacterStore, chats: ChatStore, scene_state: gr.State,
