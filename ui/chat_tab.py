@@ -291,9 +291,7 @@ class ChatTab:
     def import_chat(self, data) -> tuple:
         if data is None:
             return (gr.update(),) * 9
-        chat = self.chats.import_bytes(data)
-        self.characters.load(chat.character)
-        return self.reopened(chat)
+        return self.reopened(self.chats.import_bytes(data))  # which refuses an unknown character, loading it
 
     def restore(self, remembered) -> tuple:
         """On page load: this browser's last chat, else a new chat with Beethoven."""
